@@ -1,0 +1,30 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   - builds .venv, then runs the whole pipeline offline on the synthetic demo (CPU)
+#   make test   - builds .venv, then runs the test suite (what CI runs)
+# Override the PyTorch pair for another platform, e.g. `make test TORCH="torch==2.9.1 torchvision==0.24.1"`.
+PYTHON ?= python3
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+CORES ?= 2
+
+.PHONY: venv test demo clean-demo
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q $(TORCH)
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --config profile=demo
+
+clean-demo:
+	rm -rf results/demo paper_tables/demo data/demo cache/demo

@@ -1,0 +1,5 @@
+import sys
+
+from pdd.cli import main
+
+sys.exit(main())
