@@ -1,0 +1,456 @@
+"""`params.yaml`, validated: every run, rule and stage reads its settings through `load_params`.
+
+Validation happens before any job starts, so a typo or an out-of-range value costs seconds, not a
+GPU-day. Errors name the dotted key (`train.lr`) and say what is allowed. Profiles (`profiles.demo`)
+and `--set key=value` overrides are dotted-key edits applied before validation, so they are checked
+exactly like the file itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Iterable, Literal, NamedTuple, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from pdd.errors import ConfigError
+
+BASE_PROFILE = "paper"
+
+Fidelity = Literal["code", "paper"]
+Arch = Literal["M1", "M2", "M3", "M4", "full"]
+Scoring = Literal["ts", "ss"]
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+UnitInterval = Annotated[float, Field(ge=0, le=1)]
+Seed = Annotated[int, Field(ge=0)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+# names end up in paths (results/<dataset>/<variant>/...), so no slashes or spaces
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+NonEmptyStr = Annotated[str, StringConstraints(min_length=1)]
+
+
+class _Problem(ValueError):
+    """A cross-field problem located at `key` below the model that raised it."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+class _Section(BaseModel):
+    # strict: "10" is not an int and "yes" is not a bool, whatever YAML or --set produced
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PathsParams(_Section):
+    raw: NonEmptyStr
+    prepared: NonEmptyStr
+    weights: NonEmptyStr
+    cache: NonEmptyStr
+    results: NonEmptyStr
+    tables: NonEmptyStr
+
+
+class SyntheticParams(_Section):
+    n_train: PositiveInt = 16
+    n_test_normal: PositiveInt = 8
+    n_test_anomalous: PositiveInt = 8
+    size: Annotated[int, Field(ge=16)] = 64
+
+
+class DatasetParams(_Section):
+    layout: NonEmptyStr | None = None  # None: the data registry's default layout
+    seed: Seed | None = None  # None: data.split_seed
+    classes: Annotated[list[Name], Field(min_length=1)] | None = None
+
+
+class DataParams(_Section):
+    image_size: int
+    split_seed: Seed = 0
+    source: Literal["real", "synthetic"] = "real"
+    synthetic: SyntheticParams = SyntheticParams()
+    datasets: Annotated[dict[Name, DatasetParams], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _image_size_fits_teachers(self) -> DataParams:
+        if self.image_size < 32 or self.image_size % 32:
+            raise _Problem("image_size", f"must be a multiple of 32 and at least 32 (the teachers downsample "
+                                         f"by 32), got {self.image_size}")
+        return self
+
+
+class WeightsParams(_Section):
+    file: NonEmptyStr
+    url: NonEmptyStr | None = None
+    sha256: Sha256 | None = None  # None: not pinned
+
+
+class WideResNetParams(WeightsParams):
+    tag: NonEmptyStr = "racm_in1k"  # timm pretrained tag
+
+
+class TeachersParams(_Section):
+    pretrained: bool = True
+    init_seed: Seed = 0
+    vmamba: WeightsParams
+    wrn50: WideResNetParams
+
+
+class ModelOptions(_Section):
+    """Options forwarded to `pdd.models.build_pdd`; None leaves the model's own default."""
+
+    shared_students: bool | None = None
+    prp_cos_sign: Literal[-1, 1] | None = None
+    tau_low: UnitInterval | None = None
+    tau_high: UnitInterval | None = None
+    cosine: Literal["global", "local"] | None = None
+    detach_targets: bool | None = None
+    alpha: NonNegativeFloat | None = None
+    beta: NonNegativeFloat | None = None
+    lambda_kr: NonNegativeFloat | None = None
+    lambda_prp: NonNegativeFloat | None = None
+    lambda_div: NonNegativeFloat | None = None
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class ModelParams(_Section):
+    fidelity: Fidelity = "code"
+    fidelities: dict[Fidelity, ModelOptions] = {}
+
+
+class VariantParams(_Section):
+    arch: Arch
+    overrides: ModelOptions = ModelOptions()
+
+
+class TrainParams(_Section):
+    optimizer: Literal["adam"] = "adam"
+    lr: PositiveFloat
+    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
+    weight_decay: NonNegativeFloat = 0.0
+    schedule: Literal["cosine_periodic", "cosine_single"] = "cosine_periodic"
+    t_max: PositiveInt
+    eta_min: NonNegativeFloat
+    epochs: PositiveInt
+    batch_size: PositiveInt
+    eval_every: PositiveInt
+    checkpoint_every: PositiveInt
+    teacher_cache: bool = True
+    cache_fp16: bool = True
+    bf16_autocast: bool = False
+    deterministic: bool = True
+    num_workers: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _eta_min_below_lr(self) -> TrainParams:
+        if self.eta_min > self.lr:
+            raise _Problem("eta_min", f"must not exceed train.lr ({self.lr}), got {self.eta_min}")
+        return self
+
+
+class EvalParams(_Section):
+    sigma: PositiveFloat = 4.0
+    batch_size: PositiveInt = 10
+    scorings: Annotated[list[Scoring], Field(min_length=1)] = ["ts", "ss"]
+    aupro_fpr_limit: Annotated[float, Field(gt=0, le=1)] = 0.3
+    save_maps: NonNegativeInt = 8
+
+    @model_validator(mode="after")
+    def _unique_scorings(self) -> EvalParams:
+        if len(set(self.scorings)) != len(self.scorings):
+            raise _Problem("scorings", f"lists a scoring twice: {self.scorings}")
+        return self
+
+
+class PlanEntry(_Section):
+    datasets: Annotated[list[Name], Field(min_length=1)]
+    variants: Annotated[list[Name], Field(min_length=1)]
+    fidelities: Annotated[list[Fidelity], Field(min_length=1)] | None = None  # None: [model.fidelity]
+
+
+class ReportingParams(_Section):
+    selection: Literal["best_of_test", "last"] = "best_of_test"
+    gap_tolerance: UnitInterval = 0.03
+
+
+class RunSpec(NamedTuple):
+    """One training run; `params.run_dir(*spec)` is where everything it produces goes."""
+
+    dataset: str
+    variant: str
+    fidelity: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}/{self.variant}/{self.fidelity}/seed{self.seed}"
+
+
+class Params(_Section):
+    """The resolved, validated params: the profile and overrides are already applied."""
+
+    profile: Name = BASE_PROFILE
+    paths: PathsParams
+    data: DataParams
+    teachers: TeachersParams
+    model: ModelParams
+    variants: Annotated[dict[Name, VariantParams], Field(min_length=1)]
+    train: TrainParams
+    eval: EvalParams
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0]
+    plan: dict[Name, list[PlanEntry]] = {}
+    reporting: ReportingParams = ReportingParams()
+    profiles: dict[Name, dict[str, Any]] = {}
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Params:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise _Problem("seeds", f"lists a seed twice: {self.seeds}")
+        for table, entries in self.plan.items():
+            for index, entry in enumerate(entries):
+                for field, names, known in (("datasets", entry.datasets, self.data.datasets),
+                                            ("variants", entry.variants, self.variants)):
+                    unknown = [name for name in names if name not in known]
+                    if unknown:
+                        raise _Problem(f"plan.{table}.{index}.{field}",
+                                       f"{', '.join(unknown)} not defined; defined: {', '.join(known)}")
+        return self
+
+    # ---- derived values the engine, the data CLI and the workflow need -------------------------
+
+    @property
+    def demo(self) -> bool:
+        """True when every dataset is the synthetic stand-in (recorded in metrics.json)."""
+        return self.data.source == "synthetic"
+
+    def sha256(self) -> str:
+        """Hash of the resolved params (profiles excluded: they are already applied)."""
+        payload = json.dumps(self.model_dump(mode="json", exclude={"profiles"}), sort_keys=True,
+                             separators=(",", ":"))
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def variant(self, name: str) -> VariantParams:
+        if name not in self.variants:
+            raise ConfigError(f"unknown variant {name!r}; defined in params.variants: {', '.join(self.variants)}")
+        return self.variants[name]
+
+    def model_options(self, variant: str, fidelity: str | None = None) -> dict[str, Any]:
+        """`build_pdd` keyword options: the fidelity's, then the variant's overrides on top."""
+        fidelity = fidelity or self.model.fidelity
+        if fidelity not in typing.get_args(Fidelity):
+            raise ConfigError(f"unknown fidelity {fidelity!r}; use one of: {', '.join(typing.get_args(Fidelity))}")
+        options = self.model.fidelities.get(fidelity, ModelOptions()).as_kwargs()
+        options.update(self.variant(variant).overrides.as_kwargs())
+        return options
+
+    def dataset(self, name: str) -> DatasetParams:
+        if name not in self.data.datasets:
+            raise ConfigError(f"unknown dataset {name!r}; defined in params.data.datasets: "
+                              f"{', '.join(self.data.datasets)}")
+        return self.data.datasets[name]
+
+    def dataset_seed(self, name: str) -> int:
+        seed = self.dataset(name).seed
+        return self.data.split_seed if seed is None else seed
+
+    def raw_dir(self, dataset: str) -> Path:
+        self.dataset(dataset)
+        return Path(self.paths.raw) / dataset
+
+    def prepared_dir(self, dataset: str) -> Path:
+        self.dataset(dataset)
+        return Path(self.paths.prepared) / dataset
+
+    def run_dir(self, dataset: str, variant: str, fidelity: str, seed: int) -> Path:
+        self.dataset(dataset)
+        self.variant(variant)
+        return Path(self.paths.results) / dataset / variant / fidelity / f"seed{seed}"
+
+    def plan_runs(self, table: str | None = None) -> list[RunSpec]:
+        """The runs `table` needs (every table's when None), in plan order, without duplicates."""
+        if table is not None and table not in self.plan:
+            raise ConfigError(f"unknown table {table!r}; params.plan defines: {', '.join(self.plan) or 'none'}")
+        tables = [table] if table is not None else list(self.plan)
+        runs: dict[RunSpec, None] = {}
+        for name in tables:
+            for entry in self.plan[name]:
+                for dataset in entry.datasets:
+                    for variant in entry.variants:
+                        for fidelity in entry.fidelities or [self.model.fidelity]:
+                            for seed in self.seeds:
+                                runs[RunSpec(dataset, variant, fidelity, seed)] = None
+        return list(runs)
+
+    def plan_summary(self, table: str | None = None) -> dict[str, Any]:
+        """Everything a workflow engine needs to lay out the DAG of `table` (all when None), as JSON."""
+        runs = self.plan_runs(table)
+        tables = [table] if table is not None else list(self.plan)
+        datasets = list(dict.fromkeys(run.dataset for run in runs))
+        return {
+            "profile": self.profile,
+            "params_sha256": self.sha256(),
+            "demo": self.demo,
+            "paths": self.paths.model_dump(),
+            "datasets": {name: {"raw_dir": str(self.raw_dir(name)), "prepared_dir": str(self.prepared_dir(name)),
+                                "seed": self.dataset_seed(name)} for name in datasets},
+            "tables": {name: [run.id for run in self.plan_runs(name)] for name in tables},
+            "runs": [{"id": run.id, **run._asdict(), "run_dir": str(self.run_dir(*run)),
+                      "tables": [name for name in tables if run in self.plan_runs(name)]} for run in runs],
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = (),
+                profile: str | None = None) -> Params:
+    """Read, override and validate `path`; raise ConfigError naming the offending key.
+
+    Precedence, lowest first: the file, the profile's dotted keys, `overrides` (`key=value`, the
+    value parsed as YAML). The profile is `profile`, else `--set profile=...`, else the file's.
+    """
+    path = Path(path)
+    tree = _read_yaml(path)
+    edits = [_parse_override(text) for text in overrides]
+    active = profile or next((value for key, value in reversed(edits) if key == "profile"), None) \
+        or tree.get("profile") or BASE_PROFILE
+    origins: dict[str, str] = {}
+    if not isinstance(active, str):
+        raise ConfigError(f"profile: must be a profile name, got {active!r}")
+    profiles = tree.get("profiles") or {}
+    if active != BASE_PROFILE or active in profiles:
+        if not isinstance(profiles, dict) or active not in profiles:
+            defined = [BASE_PROFILE, *(profiles if isinstance(profiles, dict) else [])]
+            raise ConfigError(f"profile: unknown profile {active!r}; defined: {', '.join(defined)} "
+                              f"(add it under `profiles:` in {path})")
+        profile_edits = profiles[active]
+        if not isinstance(profile_edits, dict):
+            raise ConfigError(f"profiles.{active}: must map dotted keys to values, got {profile_edits!r}")
+        for key, value in profile_edits.items():
+            _set_dotted(tree, str(key), value, source=f"profiles.{active}")
+            origins[str(key)] = f"profile {active!r}"
+    for key, value in edits:
+        if key != "profile":
+            _set_dotted(tree, key, value, source="--set")
+            origins[key] = "--set"
+    tree["profile"] = active
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        raise _config_error(exc, path, origins) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"params file {path} not found; run from the repository root or pass --params FILE")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must be a YAML mapping of sections (paths, data, train, ...)")
+    return tree
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. train.epochs=3")
+    try:
+        return key.strip(), yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: the value {value!r} is not valid YAML ({exc})") from None
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any, source: str) -> None:
+    """Set `a.b.c` in nested dicts/lists, creating mappings as needed.
+
+    Names may contain dots (`variants.tau-0.30-0.75.overrides.tau_low`): at each level the longest
+    existing key that matches wins.
+    """
+    parts = key.split(".")
+    node: Any = tree
+    done: list[str] = []
+    while parts:
+        if isinstance(node, dict):
+            width = next((n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in node), 1)
+            step: Any = ".".join(parts[:width])
+        elif isinstance(node, list) and parts[0].isdigit() and int(parts[0]) < len(node):
+            width, step = 1, int(parts[0])
+        else:
+            raise ConfigError(f"{key} (from {source}): {'.'.join(done) or 'the top level'} is "
+                              f"{type(node).__name__} {node!r}, which has no key {parts[0]!r}")
+        parts = parts[width:]
+        done.append(str(step))
+        if not parts:
+            node[step] = value
+        else:
+            if isinstance(node, dict) and node.get(step) is None:
+                node[step] = {}
+            node = node[step]
+
+
+def _config_error(exc: ValidationError, path: Path, origins: dict[str, str]) -> ConfigError:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        problem = (error.get("ctx") or {}).get("error")
+        if isinstance(problem, _Problem):
+            key, message = ".".join([*loc, problem.key]), problem.message
+        elif error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            key, message = ".".join(loc), "unknown key" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+        else:
+            key = ".".join(loc)
+            got = repr(error["input"])
+            message = f"{error['msg']} (got {got[:60] + '...' if len(got) > 60 else got})"
+        origin = next((origins[k] for k in origins if key == k or key.startswith(k + ".")), None)
+        lines.append(f"  {key}: {message}" + (f" [set by {origin}]" if origin else ""))
+    return ConfigError(f"{path} is invalid:\n" + "\n".join(lines) +
+                       f"\nFix the value in {path} (or the profile / --set override that sets it); "
+                       "`pdd params check` re-validates without running anything.")
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    """Field names of the section at `loc` (dotted path into Params), for 'unknown key' hints."""
+    annotation: Any = Params
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if part not in annotation.model_fields:
+                return []
+            annotation = annotation.model_fields[part].annotation
+        elif typing.get_origin(annotation) in (dict, list):
+            annotation = typing.get_args(annotation)[-1]
+        else:
+            return []
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated[...] and `| None` so the section type underneath shows."""
+    while True:
+        if typing.get_origin(annotation) is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif typing.get_origin(annotation) in (Union, types.UnionType):
+            annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+        else:
+            return annotation

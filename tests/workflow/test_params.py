@@ -1,0 +1,121 @@
+"""params.yaml validation: bad values are rejected naming the key; profiles and overrides resolve."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pdd.config import RunSpec, load_params
+from pdd.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = REPO / "params.yaml"
+
+
+def test_shipped_params_validate_and_follow_the_paper_recipe():
+    params = load_params(PARAMS)
+    assert params.profile == "paper"
+    assert (params.train.lr, params.train.betas, params.train.t_max, params.train.eta_min) == (2e-3, [0.5, 0.999],
+                                                                                               40, 2e-4)
+    assert (params.train.epochs, params.train.batch_size, params.data.image_size) == (100, 10, 256)
+    # the code swaps the paper's thresholds; the paper fidelity restores them
+    assert params.model_options("full", "code")["tau_low"] == 0.75
+    assert params.model_options("full", "paper")["tau_low"] == 0.30
+    assert params.model_options("full-nodiv")["lambda_div"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.lrr=0.1", "train.lrr"),  # unknown key
+        ("train.epochs=ten", "train.epochs"),  # wrong type
+        ("train.epochs=0", "train.epochs"),
+        ("train.lr=0", "train.lr"),
+        ("train.lr=-1e-3", "train.lr"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("variants.full.overrides.tau_low=1.5", "variants.full.overrides.tau_low"),
+        ("model.fidelities.paper.tau_high=-0.1", "model.fidelities.paper.tau_high"),
+        ("data.image_size=100", "data.image_size"),
+        ("data.image_size=0", "data.image_size"),
+        ("teachers.pretrained=yes please", "teachers.pretrained"),
+        ("eval.scorings=[ts, xx]", "eval.scorings.1"),
+        ("plan.table1.0.variants=[full, nope]", "plan.table1.0.variants"),
+        ("train.eta_min=1.0", "train.eta_min"),
+    ],
+)
+def test_bad_value_is_rejected_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as raised:
+        load_params(PARAMS, [override])
+    assert f"  {key}:" in str(raised.value)
+
+
+def test_bad_value_in_the_file_itself_is_rejected(tmp_path):
+    tree = yaml.safe_load(PARAMS.read_text())
+    tree["variants"]["tau-0.40-0.75"]["overrides"]["tau_high"] = 7
+    tree["train"]["epochs"] = 0
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError) as raised:
+        load_params(bad)
+    message = str(raised.value)
+    assert "variants.tau-0.40-0.75.overrides.tau_high:" in message and "train.epochs:" in message
+
+
+def test_unknown_key_lists_what_is_allowed():
+    with pytest.raises(ConfigError, match=r"train\.lrr: unknown key; allowed here: .*\blr\b"):
+        load_params(PARAMS, ["train.lrr=1"])
+
+
+def test_unknown_profile_is_rejected():
+    with pytest.raises(ConfigError, match="unknown profile 'nope'"):
+        load_params(PARAMS, profile="nope")
+
+
+def test_demo_profile_and_overrides_resolve_in_order():
+    demo = load_params(PARAMS, ["train.epochs=3"], profile="demo")
+    assert demo.profile == "demo" and demo.demo and not demo.teachers.pretrained
+    assert demo.train.epochs == 3  # --set beats the profile's 2
+    assert demo.data.image_size == 64
+    assert demo.run_dir("headct", "full", "code", 0) == Path("results/demo/headct/full/code/seed0")
+    assert demo.prepared_dir("zhanglab") == Path("data/demo/prepared/zhanglab")
+    # --set profile=demo is the same as --profile demo (what DVC's `-S profile=demo` amounts to)
+    assert load_params(PARAMS, ["profile=demo", "train.epochs=3"]).sha256() == demo.sha256()
+
+
+def test_dotted_override_reaches_names_with_dots():
+    params = load_params(PARAMS, ["variants.tau-0.40-0.75.overrides.tau_low=0.5", "seeds=[0, 1]"])
+    assert params.model_options("tau-0.40-0.75")["tau_low"] == 0.5
+    assert params.seeds == [0, 1]
+
+
+def test_sha256_tracks_resolved_values_only():
+    base = load_params(PARAMS)
+    assert load_params(PARAMS).sha256() == base.sha256()
+    assert load_params(PARAMS, ["train.epochs=99"]).sha256() != base.sha256()
+    # profiles that are not applied do not change the hash
+    assert load_params(PARAMS, ["profiles.demo.train.epochs=1"]).sha256() == base.sha256()
+
+
+def test_plan_runs_per_table():
+    params = load_params(PARAMS, ["seeds=[0, 1]"])
+    table1 = params.plan_runs("table1")
+    assert {run.dataset for run in table1} == {"headct", "zhanglab", "brainmri", "chexpert"}
+    assert {run.variant for run in table1} == {"full"} and len(table1) == 8
+    assert RunSpec("brainmri", "full-nodiv", "code", 1) in params.plan_runs("table4")
+    assert [run.variant for run in params.plan_runs("table3") if run.seed == 0] == ["M1", "M2", "M3", "M4", "full"]
+    everything = params.plan_runs()
+    assert len(everything) == len(set(everything))  # table1 and table3 share zhanglab/full once
+    assert set(table1) <= set(everything)
+    with pytest.raises(ConfigError, match="unknown table"):
+        params.plan_runs("table9")
+
+
+def test_cli_check_exits_2_naming_the_key():
+    result = subprocess.run([sys.executable, "-m", "pdd", "params", "check", "--params", str(PARAMS),
+                             "--set", "train.lr=0"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2
+    assert "train.lr:" in result.stderr and "Traceback" not in result.stderr
