@@ -1,0 +1,1 @@
+"""Training and evaluation engine: checkpoints, teacher-feature cache, metrics and `metrics.json`."""

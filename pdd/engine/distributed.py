@@ -1,0 +1,108 @@
+"""Data-parallel training under `torchrun` (one process per GPU, or gloo processes on a CPU).
+
+Without torchrun's environment everything here degrades to a single process, so the training
+loop has one code path. Rank 0 alone writes checkpoints, logs and evaluations; the others wait.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+# evaluation runs on rank 0 while the other ranks wait in a barrier: allow for a slow CPU evaluation
+_PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=2)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def all_true(self, flag: bool) -> bool:
+        """True only if `flag` is true on every rank (so all ranks stop together on a bad loss)."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+        return bool(value.item() > 0)
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """Average of `values` over ranks (for logging losses that every rank computed on its shard)."""
+        if not self.enabled:
+            return values
+        values = values.detach().clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values / self.world_size
+
+    def broadcast_object(self, obj: object) -> object:
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+    """"auto" picks this process's GPU when there is one, else the CPU."""
+    if preference == "auto":
+        preference = "cuda" if torch.cuda.is_available() else "cpu"
+    if preference == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(preference)
+
+
+def init_distributed(device_preference: str = "auto") -> DistributedContext:
+    """Join the torchrun process group if launched by torchrun, else return a one-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_preference, local_rank)
+    if world_size == 1:
+        return DistributedContext(device=device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=_PROCESS_GROUP_TIMEOUT)
+    return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+
+
+def shutdown(context: DistributedContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class LossModule(torch.nn.Module):
+    """Makes `model.loss_from_features` the `forward` of a module, which is what DDP synchronises."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.model.loss_from_features(features)
+
+
+def wrap_loss(model: torch.nn.Module, context: DistributedContext) -> torch.nn.Module:
+    """A callable features -> loss terms, gradient-synchronised across ranks when distributed."""
+    module = LossModule(model)
+    if not context.enabled:
+        return module
+    device_ids = [context.device.index] if context.device.type == "cuda" else None
+    # some variants leave modules unused (one student, no MPA), as the authors' DDP setting allows
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)

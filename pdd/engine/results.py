@@ -1,0 +1,174 @@
+"""`metrics.json` (schema version 1): the only thing tables and figures are built from.
+
+Every document is validated before it is written and after it is read, so a table can never be
+rendered from a file with a missing key, a typo'd metric name or an out-of-range value.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import subprocess
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pdd.errors import PDDError
+from pdd.io import atomic_write_json
+
+SCHEMA_VERSION = 1
+PROVENANCE_PACKAGES = ("pdd", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn")
+SCORINGS = ("ts", "ss")
+
+MetricValue = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MetricSet(_Strict):
+    image_AUROC: MetricValue
+    image_AP: MetricValue
+    image_F1max: MetricValue
+    pixel_AUROC: MetricValue
+    pixel_AUPRO: MetricValue
+
+
+class ClassMetrics(_Strict):
+    pooled: MetricSet
+    per_class: dict[str, MetricSet]
+
+
+class Evaluation(ClassMetrics):
+    epoch: int = Field(ge=0)
+
+
+class ScoringResults(_Strict):
+    last: Evaluation
+    best_of_test: Evaluation
+
+
+class RunInfo(_Strict):
+    dataset: str
+    variant: str
+    arch: Literal["M1", "M2", "M3", "M4", "full"]
+    fidelity: Literal["code", "paper"]
+    seed: int
+    profile: str | None
+    image_size: int = Field(gt=0)
+    epochs: int = Field(ge=0)
+    demo: bool
+
+
+class Provenance(_Strict):
+    git_commit: str
+    git_dirty: bool | None
+    params_sha256: str
+    split_sha256: str
+    teacher_weights: dict[str, str]
+    packages: dict[str, str]
+    device: str
+    wall_time_s: float = Field(ge=0.0)
+    created: str
+
+
+class MetricsDocument(_Strict):
+    schema_version: Literal[1]
+    run: RunInfo
+    metrics: dict[Literal["ts", "ss"], ScoringResults] = Field(min_length=1)
+    provenance: Provenance
+
+
+class EpochEvaluation(_Strict):
+    """`eval/epoch_XXX.json`: what training measured on the test split after one epoch."""
+
+    epoch: int = Field(ge=0)
+    metrics: dict[Literal["ts", "ss"], ClassMetrics] = Field(min_length=1)
+
+
+def _validated(model: type[BaseModel], document: Any, source: str) -> BaseModel:
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['msg']}" for error in exc.errors()
+        )
+        raise PDDError(
+            f"{source} does not follow the {model.__name__} schema v{SCHEMA_VERSION} ({problems}); "
+            "re-run `pdd evaluate` to regenerate it"
+        ) from exc
+
+
+def validate_metrics(document: dict[str, Any], source: str = "metrics document") -> dict[str, Any]:
+    """Return `document` unchanged if it is a valid schema-v1 metrics.json, else raise PDDError."""
+    _validated(MetricsDocument, document, source)
+    return document
+
+
+def write_metrics(path: str | Path, document: dict[str, Any]) -> None:
+    atomic_write_json(path, validate_metrics(document, str(path)))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PDDError(f"cannot read {path} ({exc}); re-run the command that writes it") from exc
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    return validate_metrics(_read_json(Path(path)), str(path))
+
+
+def write_epoch_evaluation(path: str | Path, document: dict[str, Any]) -> None:
+    _validated(EpochEvaluation, document, str(path))
+    atomic_write_json(path, document)
+
+
+def read_epoch_evaluation(path: str | Path) -> dict[str, Any]:
+    document = _read_json(Path(path))
+    _validated(EpochEvaluation, document, str(path))
+    return document
+
+
+def git_state(directory: str | Path | None = None) -> tuple[str, bool | None]:
+    """(commit, dirty) of the checkout holding the `pdd` sources; ("unknown", None) outside git."""
+    directory = Path(directory) if directory else Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=directory, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", None
+    return commit, dirty
+
+
+def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def describe_device(device: torch.device, world_size: int = 1) -> str:
+    """E.g. "cpu", "cuda (NVIDIA H200)", "cpu x2" for a 2-process run."""
+    name = device.type
+    if device.type == "cuda":
+        name = f"cuda ({torch.cuda.get_device_name(device)})"
+    return name if world_size == 1 else f"{name} x{world_size}"
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
