@@ -113,6 +113,7 @@ class ModelOptions(_Section):
     prp_cos_sign: Literal[-1, 1] | None = None
     tau_low: UnitInterval | None = None
     tau_high: UnitInterval | None = None
+    low_dim_layers: Annotated[int, Field(ge=0, le=3)] | None = None
     cosine: Literal["global", "local"] | None = None
     detach_targets: bool | None = None
     alpha: NonNegativeFloat | None = None
@@ -254,6 +255,17 @@ class Params(_Section):
         options = self.model.fidelities.get(fidelity, ModelOptions()).as_kwargs()
         options.update(self.variant(variant).overrides.as_kwargs())
         return options
+
+    def teacher_options(self) -> dict[str, Any]:
+        """`build_pdd` keyword options that choose the teachers' weights."""
+        pretrained = self.teachers.pretrained
+        return {"pretrained": pretrained, "wrn_tag": self.teachers.wrn50.tag, "teacher_seed": self.teachers.init_seed,
+                "wrn_weights": self.teachers.wrn50.file if pretrained else None,
+                "vmamba_weights": self.teachers.vmamba.file if pretrained else None}
+
+    def build_options(self, variant: str, fidelity: str | None = None) -> dict[str, Any]:
+        """Everything `build_pdd(params.variant(v).arch, fidelity, **options)` needs for this run."""
+        return {**self.teacher_options(), **self.model_options(variant, fidelity)}
 
     def dataset(self, name: str) -> DatasetParams:
         if name not in self.data.datasets:

@@ -22,10 +22,13 @@ def test_shipped_params_validate_and_follow_the_paper_recipe():
     assert (params.train.lr, params.train.betas, params.train.t_max, params.train.eta_min) == (2e-3, [0.5, 0.999],
                                                                                                40, 2e-4)
     assert (params.train.epochs, params.train.batch_size, params.data.image_size) == (100, 10, 256)
-    # the code swaps the paper's thresholds; the paper fidelity restores them
-    assert params.model_options("full", "code")["tau_low"] == 0.75
-    assert params.model_options("full", "paper")["tau_low"] == 0.30
-    assert params.model_options("full-nodiv")["lambda_div"] == 0.0
+    # the model owns the fidelity defaults; variants override single options on top
+    assert params.model_options("full", "paper") == {}
+    assert params.model_options("full-nodiv") == {"lambda_div": 0.0}
+    assert params.model_options("tau-0.40-0.75") == {"tau_low": 0.40, "tau_high": 0.75}
+    options = load_params(PARAMS, ["model.fidelities.paper.tau_low=0.2"]).build_options("tau-0.40-0.75", "paper")
+    assert options["tau_low"] == 0.40 and options["pretrained"] is True
+    assert options["wrn_weights"] == params.teachers.wrn50.file
 
 
 @pytest.mark.parametrize(
@@ -78,6 +81,7 @@ def test_unknown_profile_is_rejected():
 def test_demo_profile_and_overrides_resolve_in_order():
     demo = load_params(PARAMS, ["train.epochs=3"], profile="demo")
     assert demo.profile == "demo" and demo.demo and not demo.teachers.pretrained
+    assert demo.build_options("full")["vmamba_weights"] is None
     assert demo.train.epochs == 3  # --set beats the profile's 2
     assert demo.data.image_size == 64
     assert demo.run_dir("headct", "full", "code", 0) == Path("results/demo/headct/full/code/seed0")
