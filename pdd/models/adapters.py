@@ -1,0 +1,93 @@
+"""Trainable modules between the teachers and the students: the channel adapter (InA / MMU) and the MPA.
+
+Layer design and parameter counts follow the released code (reference: pdd_official_code.md §1.3-1.5); where
+that differs from the paper's wording (paper eq. 3, eq. 6) docs/model.md says how.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def resize_like(x: torch.Tensor, reference: torch.Tensor, align_corners: bool) -> torch.Tensor:
+    """Bilinear resize of `x` to the spatial size of `reference`; a no-op when the sizes already agree."""
+    if x.shape[-2:] == reference.shape[-2:]:
+        return x
+    return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=align_corners)
+
+
+def conv_bn(in_ch: int, out_ch: int, kernel: int = 1, dilation: int = 1) -> list[nn.Module]:
+    padding = dilation * (kernel - 1) // 2
+    return [
+        nn.Conv2d(in_ch, out_ch, kernel, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(out_ch),
+    ]
+
+
+class ChannelAdapter(nn.Module):
+    """Maps a VMamba tap to a wide-ResNet width: GELU(1x1 -> dilated 3x3 -> 1x1 (+BN each) + 1x1 projection).
+
+    The bottleneck width is max(in, out) / 4, as in the released code (the "EfficientChannelAdapter").
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        width = max(in_channels // reduction, out_channels // reduction)
+        self.main = nn.Sequential(
+            *conv_bn(in_channels, width),
+            nn.GELU(),
+            *conv_bn(width, width, kernel=3, dilation=2),
+            nn.GELU(),
+            *conv_bn(width, out_channels),
+        )
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.main(x) + self.shortcut(x))
+
+
+class TeacherFusion(nn.Module):
+    """InA (three shallow levels) and MMU (the tail): adapted VMamba features added to the wide-ResNet ones.
+
+    `forward` returns the distillation targets T64, T32, T16 (highest resolution first) and the fused tail F0
+    that every student decodes. VMamba taps are half the resolution of their ResNet partners, hence the
+    bilinear (align_corners=True) upsampling of the three InA levels.
+    """
+
+    def __init__(self, vmamba_channels: tuple[int, int, int, int], wrn_channels=(256, 512, 1024, 2048)) -> None:
+        super().__init__()
+        self.ina = nn.ModuleList(ChannelAdapter(c_in, c_out) for c_in, c_out in zip(vmamba_channels[:3], wrn_channels[:3]))
+        self.mmu = ChannelAdapter(vmamba_channels[3], wrn_channels[3])
+
+    def forward(self, features: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        targets = [
+            resize_like(adapter(features[f"Z{level}"]), features[f"R{level + 1}"], align_corners=True)
+            + features[f"R{level + 1}"]
+            for level, adapter in enumerate(self.ina)
+        ]
+        tail = resize_like(self.mmu(features["Z3"]), features["R4"], align_corners=True) + features["R4"]
+        return targets, tail
+
+
+class ManifoldPriorAffine(nn.Module):
+    """MPA: priors for the student's 2nd and 3rd stages, projected from the fused tail (paper eq. 6).
+
+    A shared 1x1 conv+BN+GELU, then one plain 1x1 head per injection point, each resized bilinearly
+    (align_corners=False) to twice and four times the tail's resolution.
+    """
+
+    def __init__(self, in_channels: int = 2048, hidden: int = 1024, out_channels=(1024, 512)) -> None:
+        super().__init__()
+        self.shared = nn.Sequential(*conv_bn(in_channels, hidden), nn.GELU())
+        self.heads = nn.ModuleList(nn.Conv2d(hidden, c, 1, bias=False) for c in out_channels)
+
+    def forward(self, tail: torch.Tensor) -> list[torch.Tensor]:
+        hidden = self.shared(tail)
+        height, width = tail.shape[-2:]
+        return [
+            F.interpolate(head(hidden), size=(height * 2**k, width * 2**k), mode="bilinear", align_corners=False)
+            for k, head in enumerate(self.heads, start=1)
+        ]

@@ -1,0 +1,46 @@
+"""Anomaly maps: the torch Gaussian equals scipy's, and the map lights up where features disagree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from pdd.models.anomaly_map import AnomalyMapGenerator, GaussianBlur, cosine_distance_map
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 64), (1, 37, 50), (1, 9, 13), (1, 1, 5)])
+def test_gaussian_blur_equals_scipy(shape):
+    """Includes maps smaller than the kernel radius (16), where scipy reflects more than once."""
+    maps = torch.rand(shape, generator=torch.Generator().manual_seed(3)) * 3.0
+    expected = np.stack([gaussian_filter(m, sigma=4, truncate=4, mode="reflect") for m in maps.double().numpy()])
+    got = GaussianBlur(sigma=4.0)(maps)
+    assert got.shape == maps.shape
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5, rtol=0)
+
+
+def test_cosine_distance_map_per_position():
+    a = torch.randn(2, 5, 3, 4, generator=torch.Generator().manual_seed(4))
+    b = torch.randn(2, 5, 3, 4, generator=torch.Generator().manual_seed(5))
+    got = cosine_distance_map(a, b)
+    an, bn = a.numpy(), b.numpy()
+    expected = 1 - (an * bn).sum(1) / (np.linalg.norm(an, axis=1) * np.linalg.norm(bn, axis=1))
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+
+
+def test_map_is_zero_for_identical_features_and_peaks_at_a_disagreement():
+    gen = torch.Generator().manual_seed(6)
+    reference = [torch.rand(1, c, s, s, generator=gen) + 0.1 for c, s in ((8, 16), (16, 8), (32, 4))]
+    generator = AnomalyMapGenerator()
+    maps, scores = generator(list(zip(reference, reference)), (64, 64))
+    assert maps.shape == (1, 64, 64)
+    assert scores.item() == pytest.approx(0.0, abs=1e-5)
+
+    student = [r.clone() for r in reference]
+    student[0][:, :, 12:14, 2:4] = -student[0][:, :, 12:14, 2:4]  # rows 48-55, cols 8-15 of the input
+    maps, scores = generator(list(zip(student, reference)), (64, 64))
+    peak_row, peak_col = divmod(int(maps[0].argmax()), 64)
+    assert 44 <= peak_row <= 58 and 4 <= peak_col <= 18
+    assert scores.item() == pytest.approx(maps.max().item())
+    assert scores.item() > 0.1
