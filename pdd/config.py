@@ -8,6 +8,7 @@ exactly like the file itself.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import types
@@ -365,6 +366,19 @@ def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = (),
         return Params.model_validate(tree)
     except ValidationError as exc:
         raise _config_error(exc, path, origins) from None
+
+
+def add_params_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--params FILE --profile P --set KEY=VALUE...`: the same three options on every `pdd` command."""
+    parser.add_argument("--params", default="params.yaml", metavar="FILE", help="params file (default: %(default)s)")
+    parser.add_argument("--profile", default=None, help="apply profiles.<PROFILE> (default: the file's `profile`)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="dotted-key override, value parsed as YAML (repeatable), e.g. train.epochs=3")
+
+
+def params_from_args(args: argparse.Namespace) -> Params:
+    """The params selected by `add_params_arguments`' options."""
+    return load_params(args.params, overrides=args.overrides, profile=args.profile)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -9,17 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from pdd.config import Params, load_params
+from pdd.config import add_params_arguments, params_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     params_parser = subparsers.add_parser("params", help="validate and inspect params.yaml")
     actions = params_parser.add_subparsers(dest="params_command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--params", default="params.yaml", metavar="FILE", help="params file (default: %(default)s)")
-    common.add_argument("--profile", default=None, help="apply profiles.<PROFILE> (default: the file's `profile`)")
-    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted-key override, value parsed as YAML (repeatable), e.g. train.epochs=3")
+    add_params_arguments(common)
 
     check = actions.add_parser("check", parents=[common], help="validate; exit 2 naming the bad key")
     check.set_defaults(func=_check)
@@ -31,26 +28,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan.set_defaults(func=_plan)
 
 
-def _load(args: argparse.Namespace) -> Params:
-    return load_params(args.params, overrides=args.overrides, profile=args.profile)
-
-
 def _check(args: argparse.Namespace) -> int:
-    params = _load(args)
+    params = params_from_args(args)
     print(f"{args.params}: OK (profile {params.profile}, {len(params.plan_runs())} runs, "
           f"sha256 {params.sha256()[:12]})")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    params = _load(args)
+    params = params_from_args(args)
     print(f"# resolved {args.params}, profile {params.profile}, sha256 {params.sha256()}")
     print(params.to_yaml(), end="")
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
-    params = _load(args)
+    params = params_from_args(args)
     if args.json:
         print(json.dumps(params.plan_summary(args.table), indent=2))
         return 0
