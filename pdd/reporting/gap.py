@@ -1,0 +1,64 @@
+"""The replication gap: every reproduced number beside the published one, Δ, and a tolerance flag.
+
+Written as LaTeX and Markdown (`replication_gap.{tex,md}`) from the same cells the tables show, so
+the gap table can never disagree with Tables 1-5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from pdd.reporting.results import Run
+from pdd.reporting.tables import METRIC_LABELS, BuiltTable, ReportSettings, render
+
+GAP_STEM = "replication_gap"
+
+
+@dataclass(frozen=True)
+class GapRow:
+    table: str
+    row: str
+    column: str
+    metric: str
+    paper: float  # percent
+    ours: float  # percent, mean over seeds
+    std: float | None
+    within: bool
+
+    @property
+    def delta(self) -> float:
+        return self.ours - self.paper
+
+
+def gap_rows(tables: Sequence[BuiltTable], tolerance: float) -> list[GapRow]:
+    """One row per reproduced cell that has a published counterpart; `tolerance` is a fraction (0.03 = 3 pp)."""
+    rows = []
+    for table in tables:
+        for cell in table.cells:
+            if cell.paper is None:
+                continue
+            std = None if cell.measured.std is None else 100.0 * cell.measured.std
+            within = abs(cell.ours - cell.paper) <= 100.0 * tolerance + 1e-9
+            rows.append(
+                GapRow(table.name, cell.row, cell.column, METRIC_LABELS[cell.metric], cell.paper, cell.ours, std, within)
+            )
+    return rows
+
+
+def render_gap(tables: Sequence[BuiltTable], results_root: Path, settings: ReportSettings) -> dict[str, str]:
+    """{'tex': ..., 'md': ...} for the gap table of `tables`."""
+    rows = gap_rows(tables, settings.gap_tolerance)
+    runs: dict[Path, Run] = {run.path: run for table in tables for run in table.runs}
+    context = dict(
+        rows=rows,
+        tolerance_pp=100.0 * settings.gap_tolerance,
+        n_within=sum(row.within for row in rows),
+        tables=[table.name for table in tables],
+    )
+    ordered_runs = sorted(runs.values(), key=lambda run: run.path)
+    return {
+        ext: render(f"{GAP_STEM}.{ext}.j2", None, results_root, settings, runs=ordered_runs, **context)
+        for ext in ("tex", "md")
+    }

@@ -1,0 +1,171 @@
+"""Read `results/**/metrics.json` (schema version 1) and trace every reported number to one key.
+
+Tables are rendered from these files only. A number is looked up by run (dataset, variant,
+fidelity, seed) and by key path (`metrics.<scoring>.<selection>.pooled|per_class.<cls>.<metric>`);
+a missing run, key or value is a `DataError` that names the file and the key, never a blank cell.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from pdd.errors import DataError
+
+SCHEMA_VERSION = 1
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    dataset: str
+    variant: str
+    fidelity: str
+    seed: int
+
+    def expected_dir(self, root: Path) -> Path:
+        """Where the architecture places this run under a results root."""
+        return root / self.dataset / self.variant / self.fidelity / f"seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Run:
+    key: RunKey
+    path: Path  # the metrics.json file
+    data: dict[str, Any]
+
+    @property
+    def demo(self) -> bool:
+        return bool(self.data["run"].get("demo", False))
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.data.get("provenance", {})
+
+    def value(self, key: Sequence[str]) -> float:
+        """The float at `key`; a missing key or a null value names this file and the key."""
+        node: Any = self.data
+        for depth, part in enumerate(key):
+            if not isinstance(node, dict) or part not in node:
+                present = sorted(node) if isinstance(node, dict) else type(node).__name__
+                raise DataError(
+                    f"{self.path}: key '{'.'.join(key)}' is missing ('{'.'.join(key[: depth + 1])}' not found; "
+                    f"present: {present}). Re-run `pdd evaluate --run {self.path.parent}` or fix the table's "
+                    "scoring/selection/metric."
+                )
+            node = node[part]
+        if node is None:
+            raise DataError(
+                f"{self.path}: key '{'.'.join(key)}' is null (the metric is undefined for this run); "
+                "this table needs it, so check the run's data (labels, classes) and re-evaluate."
+            )
+        return float(node)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One number a table cell was computed from."""
+
+    path: Path
+    key: str
+    value: float
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A reproduced number (fraction in [0, 1]) aggregated over seeds, with where it came from."""
+
+    mean: float
+    std: float | None  # sample std over seeds; None for a single seed
+    n_seeds: int
+    sources: tuple[Source, ...]
+    demo: bool
+
+
+def metric_key(scoring: str, selection: str, metric: str, cls: str | None = None) -> tuple[str, ...]:
+    scope = ("per_class", cls) if cls is not None else ("pooled",)
+    return ("metrics", scoring, selection, *scope, metric)
+
+
+class ResultsIndex:
+    """All runs found under a results root, addressable by `RunKey`."""
+
+    def __init__(self, root: Path, runs: Iterable[Run]):
+        self.root = Path(root)
+        self.runs: dict[RunKey, Run] = {}
+        for run in runs:
+            if run.key in self.runs:
+                raise DataError(
+                    f"two metrics.json files describe the same run {run.key}: {self.runs[run.key].path} and "
+                    f"{run.path}; remove the stale one"
+                )
+            self.runs[run.key] = run
+        self._by_path = {run.path: run for run in self.runs.values()}
+
+    @classmethod
+    def scan(cls, root: str | Path) -> ResultsIndex:
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"results directory {root} does not exist; train and evaluate runs first or pass --results")
+        return cls(root, (load_run(path) for path in sorted(root.rglob(METRICS_FILE))))
+
+    def run(self, key: RunKey) -> Run:
+        try:
+            return self.runs[key]
+        except KeyError:
+            raise DataError(
+                f"missing {key.expected_dir(self.root) / METRICS_FILE} (dataset={key.dataset}, variant={key.variant}, "
+                f"fidelity={key.fidelity}, seed={key.seed}): run `pdd train` and `pdd evaluate` for it "
+                "(or the workflow) before rendering tables"
+            ) from None
+
+    def run_at(self, path: Path) -> Run:
+        return self._by_path[path]
+
+    def measure(
+        self,
+        dataset: str,
+        variant: str,
+        fidelity: str,
+        seeds: Sequence[int],
+        key: tuple[str, ...],
+        reduce_keys: Sequence[tuple[str, ...]] = (),
+    ) -> Measured:
+        """Mean ± std over `seeds` of the value at `key`.
+
+        With `reduce_keys`, each seed's value is the mean over those keys instead (e.g. the
+        Uni-Medical mean row, averaged over classes as the paper does), and `key` is unused.
+        """
+        keys = list(reduce_keys) or [key]
+        per_seed, sources, demo = [], [], False
+        for seed in seeds:
+            run = self.run(RunKey(dataset, variant, fidelity, seed))
+            values = [run.value(k) for k in keys]
+            sources.extend(Source(run.path, ".".join(k), v) for k, v in zip(keys, values))
+            per_seed.append(statistics.fmean(values))
+            demo = demo or run.demo
+        if not per_seed:
+            raise DataError(f"no seeds configured for {dataset}/{variant}/{fidelity}; set `seeds` in params")
+        std = statistics.stdev(per_seed) if len(per_seed) > 1 else None
+        return Measured(statistics.fmean(per_seed), std, len(per_seed), tuple(sources), demo)
+
+
+def load_run(path: Path) -> Run:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not readable JSON ({exc}); re-run `pdd evaluate --run {path.parent}`") from exc
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != SCHEMA_VERSION:
+        raise DataError(
+            f"{path} has schema_version {version!r}, expected {SCHEMA_VERSION}; re-evaluate the run with this pdd"
+        )
+    try:
+        run = data["run"]
+        key = RunKey(str(run["dataset"]), str(run["variant"]), str(run["fidelity"]), int(run["seed"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: 'run' must name dataset, variant, fidelity and seed ({exc!r})") from exc
+    return Run(key, path, data)

@@ -1,0 +1,451 @@
+"""Tables 1-5 of the paper, rebuilt from `metrics.json` files and rendered with Jinja2 to LaTeX.
+
+Each table shows every reproduced number beside the number the paper published. A table is first
+built as plain data (cells, the paper values they replicate, and the metrics.json keys they come
+from), then rendered; the gap table (`pdd.reporting.gap`) reuses the same comparisons.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jinja2
+
+from pdd.errors import ConfigError
+from pdd.reporting.published import OURS, methods, published, published_tables, rows, tau_column
+from pdd.reporting.results import Measured, ResultsIndex, Run, metric_key
+
+DEMO_BANNER = "DEMO — synthetic data, random-init teachers: not the paper's numbers"
+TABLES = ("table1", "table2", "table3", "table4", "table5")
+SELECTIONS = {
+    "last": "the last epoch's checkpoint",
+    "best_of_test": "the checkpoint with the best test AUROC, as the authors selected",
+}
+DATASET_LABELS = {
+    "headct": "HeadCT",
+    "zhanglab": "ZhangLab",
+    "brainmri": "BrainMRI",
+    "chexpert": "CheXpert",
+    "unimedical": "Uni-Medical",
+}
+METRIC_LABELS = {"image_AUROC": "AUROC", "image_AP": "AP", "image_F1max": "F1-max"}
+IMAGE_METRICS = ("image_AUROC", "image_AP", "image_F1max")
+
+
+@dataclass(frozen=True)
+class Table5Arm:
+    dataset: str
+    variant: str
+    tau_low: float
+    tau_high: float
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the tables need from params: which runs to read and how to present them."""
+
+    fidelity: str = "code"
+    selection: str = "best_of_test"
+    seeds: tuple[int, ...] = (0,)
+    gap_tolerance: float = 0.03  # |ours - paper| as a fraction in [0, 1]
+    table5_arms: tuple[Table5Arm, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"reporting.selection must be one of {sorted(SELECTIONS)}, got {self.selection!r}")
+
+    @classmethod
+    def from_params(cls, params: Any) -> ReportSettings:
+        """Read the reporting knobs and the Table 5 arms (plan.table5, with each variant's resolved τ)."""
+        from pdd.models.options import PDDOptions
+
+        fidelity = params.model.fidelity
+        arms = []
+        for entry in params.plan.get("table5", []):
+            for variant in entry.variants:
+                options = PDDOptions.resolve(params.variant(variant).arch, fidelity, **params.model_options(variant))
+                arms.extend(Table5Arm(d, variant, options.tau_low, options.tau_high) for d in entry.datasets)
+        return cls(
+            fidelity=fidelity,
+            selection=params.reporting.selection,
+            seeds=tuple(params.seeds),
+            gap_tolerance=params.reporting.gap_tolerance,
+            table5_arms=tuple(sorted(arms, key=lambda arm: _dataset_order(arms, arm.dataset))),
+        )
+
+
+def _dataset_order(arms: Sequence[Table5Arm], dataset: str) -> int:
+    """Keep the plan's order but group arms of one dataset together (stable sort key)."""
+    return [arm.dataset for arm in arms].index(dataset)
+
+
+@dataclass(frozen=True)
+class ReproducedCell:
+    """One reproduced number and, when the paper has it, the published number it replicates (percent)."""
+
+    table: str
+    row: str
+    column: str
+    metric: str
+    measured: Measured
+    paper: float | None
+
+    @property
+    def ours(self) -> float:
+        return 100.0 * self.measured.mean
+
+
+@dataclass
+class BuiltTable:
+    """A table as data: the template context, every reproduced cell and the runs it read."""
+
+    name: str
+    context: dict[str, Any]
+    cells: list[ReproducedCell] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def demo(self) -> bool:
+        return any(run.demo for run in self.runs)
+
+
+class _CellReader:
+    """Measures cells of one table from the results index and records what it read."""
+
+    def __init__(self, table: str, index: ResultsIndex, settings: ReportSettings):
+        self.table, self.index, self.settings = table, index, settings
+        self.cells: list[ReproducedCell] = []
+        self._runs: dict[Path, Run] = {}
+
+    def measure(
+        self,
+        dataset: str,
+        variant: str,
+        metric: str,
+        scoring: str = "ts",
+        cls: str | None = None,
+        mean_over_classes: Sequence[str] = (),
+    ) -> Measured:
+        s = self.settings
+        measured = self.index.measure(
+            dataset,
+            variant,
+            s.fidelity,
+            s.seeds,
+            metric_key(scoring, s.selection, metric, cls),
+            [metric_key(scoring, s.selection, metric, c) for c in mean_over_classes],
+        )
+        for source in measured.sources:
+            self._runs.setdefault(source.path, self.index.run_at(source.path))
+        return measured
+
+    def record(self, row: str, column: str, metric: str, measured: Measured, paper: float | None) -> None:
+        self.cells.append(ReproducedCell(self.table, row, column, metric, measured, paper))
+
+    def built(self, context: dict[str, Any]) -> BuiltTable:
+        return BuiltTable(self.table, context, self.cells, sorted(self._runs.values(), key=lambda r: r.path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def format_value(percent: float, digits: int) -> str:
+    return f"{percent:.{digits}f}"
+
+
+def format_measured(measured: Measured, digits: int) -> str:
+    """`mean` or `mean ± std` over seeds, in percent, LaTeX math for the ±."""
+    text = format_value(100.0 * measured.mean, digits)
+    if measured.std is not None:
+        text += rf"$\pm${format_value(100.0 * measured.std, digits)}"
+    return text
+
+
+def rank_styles(values: Sequence[float], digits: int) -> list[str | None]:
+    """'best' / 'second' for the highest and second-highest printed values (ties share a style)."""
+    rounded = [round(v, digits) for v in values]
+    distinct = sorted(set(rounded), reverse=True)
+    style = {distinct[0]: "best"} | ({distinct[1]: "second"} if len(distinct) > 1 else {})
+    return [style.get(v) for v in rounded]
+
+
+def _cells(texts: Sequence[str], values: Sequence[float], digits: int) -> list[dict[str, Any]]:
+    return [{"text": t, "style": s} for t, s in zip(texts, rank_styles(values, digits))]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The five tables. Each returns plain data; the templates only lay it out.
+
+
+def build_table1(reader: _CellReader) -> BuiltTable:
+    """AUROC of the full model on four datasets beside the six published baselines."""
+    digits, metric = 1, "image_AUROC"
+    baselines = [m for m in methods("table1") if m != OURS]
+    body = []
+    for dataset in rows("table1"):
+        measured = reader.measure(dataset, "full", metric)
+        paper = published("table1", dataset, OURS, metric)
+        reader.record(DATASET_LABELS[dataset], OURS, metric, measured, paper)
+        values = [published("table1", dataset, b, metric) for b in baselines] + [100.0 * measured.mean]
+        texts = [format_value(v, digits) for v in values[:-1]] + [format_measured(measured, digits)]
+        cells = _cells(texts, values, digits)
+        body.append({"label": DATASET_LABELS[dataset], "cells": cells, "paper": format_value(paper, digits)})
+    return reader.built({"baselines": baselines, "rows": body})
+
+
+def build_table2(reader: _CellReader) -> BuiltTable:
+    """Uni-Medical per class and mean: AUROC / AP / F1-max, six baselines, ours beside the paper."""
+    digits, dataset = 1, "unimedical"
+    baselines = [m for m in methods("table2") if m != OURS]
+    classes = [r for r in rows("table2") if r != "mean"]
+    body = []
+    for row in rows("table2"):
+        per_metric = []
+        for metric in IMAGE_METRICS:
+            if row == "mean":
+                measured = reader.measure(dataset, "full", metric, mean_over_classes=classes)
+            else:
+                measured = reader.measure(dataset, "full", metric, cls=row)
+            paper = published("table2", row, OURS, metric)
+            reader.record(row, OURS, metric, measured, paper)
+            values = [published("table2", row, b, metric) for b in baselines] + [100.0 * measured.mean]
+            texts = [format_value(v, digits) for v in values[:-1]] + [format_measured(measured, digits)]
+            per_metric.append((_cells(texts, values, digits), format_value(paper, digits)))
+        # regroup from metric-major to method-major: one "AUROC/AP/F1" triple per method
+        methods_cells = [[per_metric[m][0][i] for m in range(len(IMAGE_METRICS))] for i in range(len(baselines) + 1)]
+        body.append(
+            {
+                "label": "Mean" if row == "mean" else row,
+                "baselines": methods_cells[:-1],
+                "ours": methods_cells[-1],
+                "paper": [paper for _, paper in per_metric],
+            }
+        )
+    return reader.built({"baselines": baselines, "rows": body})
+
+
+# Components of each Table 3 architecture, as the paper's check marks.
+TABLE3_COLUMNS = ("InA w. MMU (2t1s)", "InA w. MMU (2t2s)", "RD (1t1s)", "MPA")
+TABLE3_COMPONENTS = {
+    "M1": (False, False, True, False),
+    "M2": (False, False, True, True),
+    "M3": (True, False, False, False),
+    "M4": (True, False, False, True),
+    "full": (False, True, False, True),
+}
+# Table 4 rows: paper row -> (variant, scoring); the paper's check marks follow from them.
+TABLE4_COLUMNS = (r"$\mathcal{L}_{div}$", r"$\cos(t_1,s_1)+\cos(t_2,s_2)$", r"$\cos(s_1,s_2)$")
+TABLE4_ARMS = {"M1": ("full", "ss"), "M2": ("full-nodiv", "ss"), "M3": ("full-nodiv", "ts"), "Ours": ("full", "ts")}
+
+
+def _ablation_rows(
+    reader: _CellReader,
+    table: str,
+    arms: dict[str, tuple[str, str]],
+    dataset: str,
+    digits: int,
+    components: Sequence[str],
+    marks: Callable[[str], Sequence[bool]],
+) -> BuiltTable:
+    """Rows of one model each, columns of (ours, paper) per metric; best/second ranked within a column."""
+    measured = {
+        row: [reader.measure(dataset, variant, metric, scoring) for metric in IMAGE_METRICS]
+        for row, (variant, scoring) in arms.items()
+    }
+    columns = []
+    for m, metric in enumerate(IMAGE_METRICS):
+        values = [100.0 * measured[row][m].mean for row in arms]
+        texts = [format_measured(measured[row][m], digits) for row in arms]
+        columns.append(_cells(texts, values, digits))
+    body = []
+    for r, row in enumerate(arms):
+        papers = [published(table, row, OURS, metric) for metric in IMAGE_METRICS]
+        for metric, paper, value in zip(IMAGE_METRICS, papers, measured[row]):
+            reader.record("Ours" if row == "full" else row, OURS, metric, value, paper)
+        body.append(
+            {
+                "label": "Ours" if row == "full" else row,
+                "marks": list(marks(row)),
+                "cells": [column[r] for column in columns],
+                "paper": [format_value(p, digits) for p in papers],
+            }
+        )
+    return reader.built({"rows": body, "dataset": DATASET_LABELS[dataset], "components": list(components)})
+
+
+def build_table3(reader: _CellReader) -> BuiltTable:
+    """Architecture ablation M1-M4 and the full model on ZhangLab."""
+    arms = {arch: (arch, "ts") for arch in TABLE3_COMPONENTS}
+    return _ablation_rows(reader, "table3", arms, "zhanglab", 1, TABLE3_COLUMNS, TABLE3_COMPONENTS.__getitem__)
+
+
+def build_table4(reader: _CellReader) -> BuiltTable:
+    """L_div on/off × teacher-student / student-student scoring on BrainMRI."""
+
+    def marks(row: str) -> tuple[bool, bool, bool]:
+        variant, scoring = TABLE4_ARMS[row]
+        return (variant == "full", scoring == "ts", scoring == "ss")
+
+    return _ablation_rows(reader, "table4", TABLE4_ARMS, "brainmri", 2, TABLE4_COLUMNS, marks)
+
+
+def build_table5(reader: _CellReader) -> BuiltTable:
+    """AUROC of the τ-grid variants named in params, grouped by dataset, beside the paper's grid."""
+    digits, metric = 2, "image_AUROC"
+    if not reader.settings.table5_arms:
+        raise ConfigError("Table 5 needs τ variants: list them under plan.table5 in params")
+    groups: list[dict[str, Any]] = []
+    for arm in reader.settings.table5_arms:
+        measured = reader.measure(arm.dataset, arm.variant, metric)
+        column = tau_column(arm.tau_low, arm.tau_high)
+        paper = _published_or_none("table5", arm.dataset, column, metric)
+        reader.record(DATASET_LABELS[arm.dataset], column, metric, measured, paper)
+        if not groups or groups[-1]["dataset"] != DATASET_LABELS[arm.dataset]:
+            first = groups[-1]["last_column"] + 1 if groups else 2  # column 1 holds the row labels
+            groups.append({"dataset": DATASET_LABELS[arm.dataset], "arms": [], "first_column": first})
+        groups[-1]["last_column"] = groups[-1]["first_column"] + len(groups[-1]["arms"])
+        groups[-1]["arms"].append(
+            {
+                "variant": arm.variant,
+                "tau_low": f"{arm.tau_low:.2f}",
+                "tau_high": f"{arm.tau_high:.2f}",
+                "ours": format_measured(measured, digits),
+                "paper": "--" if paper is None else format_value(paper, digits),
+            }
+        )
+    return reader.built({"groups": groups, "n_columns": len(reader.settings.table5_arms)})
+
+
+def _published_or_none(table: str, row: str, column: str, metric: str) -> float | None:
+    """A τ arm the paper did not report has no published value: shown as '--', not compared."""
+    spec = published_tables()[table]
+    present = any(
+        arm["dataset"] == row and tau_column(arm["tau_low"], arm["tau_high"]) == column for arm in spec["columns"]
+    )
+    return published(table, row, column, metric) if present else None
+
+
+BUILDERS: dict[str, Callable[[_CellReader], BuiltTable]] = {
+    "table1": build_table1,
+    "table2": build_table2,
+    "table3": build_table3,
+    "table4": build_table4,
+    "table5": build_table5,
+}
+
+
+def build_table(name: str, index: ResultsIndex, settings: ReportSettings) -> BuiltTable:
+    if name not in BUILDERS:
+        raise ConfigError(f"unknown table {name!r}; choose one of {', '.join(TABLES)}")
+    return BUILDERS[name](_CellReader(name, index, settings))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering
+
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "—": "---",
+    "τ": r"$\tau$",
+}
+
+
+def tex_escape(text: Any) -> str:
+    """Make a plain string safe inside LaTeX text."""
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def tex_comment(text: Any) -> str:
+    """A value safe on one LaTeX comment line (no line breaks can end the comment early)."""
+    return " ".join(str(text).split())
+
+
+@functools.lru_cache(maxsize=1)
+def template_environment() -> jinja2.Environment:
+    """Jinja2 with LaTeX-friendly delimiters: \\BLOCK{...}, \\VAR{...}, \\#{...}; undefined names fail."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pdd.reporting", "templates"),
+        block_start_string=r"\BLOCK{",
+        block_end_string="}",
+        variable_start_string=r"\VAR{",
+        variable_end_string="}",
+        comment_start_string=r"\#{",
+        comment_end_string="}",
+        line_comment_prefix="%#",
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["tex"] = tex_escape
+    env.filters["comment"] = tex_comment
+    return env
+
+
+def provenance_lines(runs: Sequence[Run], results_root: Path, settings: ReportSettings) -> list[tuple[str, str]]:
+    """What a table was made from, for its comment footer: one (label, value) per line, stable order."""
+
+    def distinct(values: Any) -> str:
+        return ", ".join(sorted({str(v) for v in values})) or "none"
+
+    weights: dict[str, set[str]] = {}
+    splits: dict[str, set[str]] = {}
+    for run in runs:
+        for teacher, identity in run.provenance.get("teacher_weights", {}).items():
+            weights.setdefault(teacher, set()).add(str(identity))
+        splits.setdefault(run.key.dataset, set()).add(str(run.provenance.get("split_sha256", "unknown")))
+    commits = [f"{r.provenance.get('git_commit', 'unknown')}{' (dirty)' if r.provenance.get('git_dirty') else ''}"
+               for r in runs]
+    lines = [
+        ("selection protocol", f"{settings.selection}: {SELECTIONS[settings.selection]}"),
+        ("fidelity", settings.fidelity),
+        ("seeds", ", ".join(str(s) for s in settings.seeds)),
+        ("profile", distinct(r.data["run"].get("profile") for r in runs)),
+        ("git commit", distinct(commits)),
+        ("params sha256", distinct(r.provenance.get("params_sha256", "unknown") for r in runs)),
+    ]
+    lines += [(f"teacher weights {name}", distinct(ids)) for name, ids in sorted(weights.items())]
+    lines += [(f"split sha256 {dataset}", distinct(ids)) for dataset, ids in sorted(splits.items())]
+    lines += [("run", _relative(run.path, results_root)) for run in runs]
+    return lines
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def render(template: str, built: BuiltTable | None, results_root: Path, settings: ReportSettings,
+           runs: Sequence[Run] = (), **context: Any) -> str:
+    """Render one template with the shared context: selection, demo banner and provenance footer."""
+    runs = list(runs) or (built.runs if built else [])
+    return template_environment().get_template(template).render(
+        **(built.context if built else {}),
+        **context,
+        selection=settings.selection,
+        selection_text=SELECTIONS[settings.selection],
+        fidelity=settings.fidelity,
+        n_seeds=len(settings.seeds),
+        demo=any(run.demo for run in runs),
+        demo_banner=DEMO_BANNER,
+        provenance=provenance_lines(runs, results_root, settings),
+    )
+
+
+def render_table(built: BuiltTable, results_root: Path, settings: ReportSettings) -> str:
+    return render(f"{built.name}.tex.j2", built, results_root, settings)
