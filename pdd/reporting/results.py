@@ -1,4 +1,4 @@
-"""Read `results/**/metrics.json` (schema version 1) and trace every reported number to one key.
+"""Read `results/**/metrics.json` and trace every reported number to one key of one file.
 
 Tables are rendered from these files only. A number is looked up by run (dataset, variant,
 fidelity, seed) and by key path (`metrics.<scoring>.<selection>.pooled|per_class.<cls>.<metric>`);
@@ -7,15 +7,14 @@ a missing run, key or value is a `DataError` that names the file and the key, ne
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from pdd.engine.results import read_metrics
 from pdd.errors import DataError
 
-SCHEMA_VERSION = 1
 METRICS_FILE = "metrics.json"
 
 
@@ -154,18 +153,7 @@ class ResultsIndex:
 
 
 def load_run(path: Path) -> Run:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not readable JSON ({exc}); re-run `pdd evaluate --run {path.parent}`") from exc
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if version != SCHEMA_VERSION:
-        raise DataError(
-            f"{path} has schema_version {version!r}, expected {SCHEMA_VERSION}; re-evaluate the run with this pdd"
-        )
-    try:
-        run = data["run"]
-        key = RunKey(str(run["dataset"]), str(run["variant"]), str(run["fidelity"]), int(run["seed"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: 'run' must name dataset, variant, fidelity and seed ({exc!r})") from exc
-    return Run(key, path, data)
+    """Read and schema-validate one metrics.json (the engine owns the schema)."""
+    data = read_metrics(path)
+    run = data["run"]
+    return Run(RunKey(run["dataset"], run["variant"], run["fidelity"], run["seed"]), path, data)

@@ -303,7 +303,7 @@ def build_table5(reader: _CellReader) -> BuiltTable:
         measured = reader.measure(arm.dataset, arm.variant, metric)
         column = tau_column(arm.tau_low, arm.tau_high)
         paper = _published_or_none("table5", arm.dataset, column, metric)
-        reader.record(DATASET_LABELS[arm.dataset], column, metric, measured, paper)
+        reader.record(DATASET_LABELS[arm.dataset], arm.variant, metric, measured, paper)
         if not groups or groups[-1]["dataset"] != DATASET_LABELS[arm.dataset]:
             first = groups[-1]["last_column"] + 1 if groups else 2  # column 1 holds the row labels
             groups.append({"dataset": DATASET_LABELS[arm.dataset], "arms": [], "first_column": first})

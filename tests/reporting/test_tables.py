@@ -1,0 +1,159 @@
+"""Tables 1-5: golden renders, a trace of every reproduced cell to metrics.json keys, clear failures."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import statistics
+import subprocess
+
+import pytest
+
+from pdd.config import load_params
+from pdd.errors import DataError, PDDError
+from pdd.reporting.gap import render_gap
+from pdd.reporting.published import table5_arms
+from pdd.reporting.results import ResultsIndex
+from pdd.reporting.tables import DEMO_BANNER, TABLES, ReportSettings, build_table, rank_styles, render_table
+
+from .conftest import PAPER_TAU_ARMS, assert_golden
+
+
+@pytest.fixture(scope="module")
+def built(fixture_results, settings):
+    index = ResultsIndex.scan(fixture_results)
+    return {name: build_table(name, index, settings) for name in TABLES}
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_table_matches_golden(name, built, fixture_results, settings):
+    assert_golden(f"{name}.tex", render_table(built[name], fixture_results, settings))
+
+
+def test_gap_table_matches_golden(built, fixture_results, settings):
+    rendered = render_gap(list(built.values()), fixture_results, settings)
+    assert_golden("replication_gap.tex", rendered["tex"])
+    assert_golden("replication_gap.md", rendered["md"])
+
+
+def _follow(path, dotted_key):
+    node = json.loads(path.read_text())
+    for part in dotted_key.split("."):
+        node = node[part]
+    return node
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_every_reproduced_cell_traces_to_metrics_keys(name, built, fixture_results, settings):
+    table = built[name]
+    tex = render_table(table, fixture_results, settings)
+    body = tex[tex.index(r"\midrule") : tex.index(r"\bottomrule")]
+    # with two seeds every reproduced number (and only those) is printed as mean$\pm$std
+    assert body.count(r"$\pm$") == len(table.cells) > 0
+    for cell in table.cells:
+        sources = cell.measured.sources
+        assert {s.path.parent.name for s in sources} == {"seed0", "seed1"}
+        for source in sources:
+            assert source.path.is_relative_to(fixture_results)
+            assert _follow(source.path, source.key) == source.value
+            assert source.key.split(".")[2] == settings.selection
+        per_seed = [
+            statistics.fmean(s.value for s in sources if s.path.parent.name == seed) for seed in ("seed0", "seed1")
+        ]
+        assert cell.measured.mean == pytest.approx(statistics.fmean(per_seed))
+        assert cell.measured.std == pytest.approx(statistics.stdev(per_seed))
+        printed = f"{100 * cell.measured.mean:.{2 if name in ('table4', 'table5') else 1}f}$\\pm$"
+        assert printed in body
+
+
+def test_selection_protocol_changes_the_numbers(fixture_results, settings):
+    index = ResultsIndex.scan(fixture_results)
+    best = build_table("table1", index, settings).cells[0]
+    last = build_table("table1", index, ReportSettings(**{**settings.__dict__, "selection": "last"})).cells[0]
+    assert {s.key for s in last.measured.sources} == {"metrics.ts.last.pooled.image_AUROC"}
+    assert best.measured.mean != last.measured.mean
+    tex = render_table(build_table("table1", index, ReportSettings(**{**settings.__dict__, "selection": "last"})),
+                       fixture_results, settings)
+    assert "selection protocol: best_of_test" in tex  # the footer names the protocol of the settings it got
+
+
+def _edit(path, edit):
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+
+
+def test_missing_run_names_the_expected_file(results_copy, settings):
+    target = results_copy / "headct" / "full" / "code" / "seed1"
+    shutil.rmtree(target)
+    with pytest.raises(DataError, match=re.escape(str(target / "metrics.json"))):
+        build_table("table1", ResultsIndex.scan(results_copy), settings)
+
+
+def test_missing_scoring_names_file_and_key(results_copy, settings):
+    path = results_copy / "brainmri" / "full-nodiv" / "code" / "seed1" / "metrics.json"
+    _edit(path, lambda d: d["metrics"].pop("ss"))
+    with pytest.raises(DataError) as error:
+        build_table("table4", ResultsIndex.scan(results_copy), settings)
+    assert str(path) in str(error.value) and "metrics.ss.best_of_test.pooled.image_AUROC" in str(error.value)
+
+
+def test_missing_class_names_file_and_key(results_copy, settings):
+    path = results_copy / "unimedical" / "full" / "code" / "seed0" / "metrics.json"
+    _edit(path, lambda d: d["metrics"]["ts"]["best_of_test"]["per_class"].pop("liver"))
+    with pytest.raises(DataError, match=r"per_class\.liver\.image_AUROC' is missing"):
+        build_table("table2", ResultsIndex.scan(results_copy), settings)
+
+
+def test_null_metric_is_an_error_not_a_blank(results_copy, settings):
+    path = results_copy / "zhanglab" / "M3" / "code" / "seed0" / "metrics.json"
+    _edit(path, lambda d: d["metrics"]["ts"]["best_of_test"]["pooled"].update(image_AP=None))
+    with pytest.raises(DataError, match=r"metrics\.ts\.best_of_test\.pooled\.image_AP' is null"):
+        build_table("table3", ResultsIndex.scan(results_copy), settings)
+
+
+def test_invalid_metrics_file_is_reported_with_its_path(results_copy, settings):
+    path = results_copy / "chexpert" / "full" / "code" / "seed0" / "metrics.json"
+    _edit(path, lambda d: d["metrics"]["ts"]["last"]["pooled"].pop("image_F1max"))
+    with pytest.raises(PDDError, match=re.escape(str(path))):
+        ResultsIndex.scan(results_copy)
+
+
+def test_demo_runs_carry_the_banner(results_copy, settings):
+    path = results_copy / "headct" / "full" / "code" / "seed0" / "metrics.json"
+    _edit(path, lambda d: d["run"].update(demo=True))
+    index = ResultsIndex.scan(results_copy)
+    tex = render_table(build_table("table1", index, settings), results_copy, settings)
+    assert r"\caption{\textbf{DEMO --- synthetic data, random-init teachers: not the paper's numbers.}" in tex
+    assert DEMO_BANNER not in render_table(build_table("table3", index, settings), results_copy, settings)
+
+
+def test_rank_styles_follow_printed_values():
+    assert rank_styles([90.04, 90.0, 85.0, 70.0], 1) == ["best", "best", "second", None]
+    assert rank_styles([1.0], 1) == ["best"]
+
+
+def test_params_define_every_table5_arm_of_the_paper(repo_root):
+    params = load_params(repo_root / "params.yaml")
+    settings = ReportSettings.from_params(params)
+    assert settings.selection == params.reporting.selection
+    assert [(a.dataset, a.tau_low, a.tau_high) for a in settings.table5_arms] == table5_arms()
+    assert settings.table5_arms == PAPER_TAU_ARMS
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_tables_compile_with_pdflatex(built, fixture_results, settings, tmp_path):
+    for name, table in built.items():
+        (tmp_path / f"{name}.tex").write_text(render_table(table, fixture_results, settings))
+    gap = render_gap(list(built.values()), fixture_results, settings)["tex"]
+    (tmp_path / "replication_gap.tex").write_text(gap)
+    inputs = "\n".join(rf"\input{{{name}}}\clearpage" for name in [*TABLES, "replication_gap"])
+    (tmp_path / "main.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs,graphicx,amssymb,longtable}\n"
+        f"\\begin{{document}}\n{inputs}\n\\end{{document}}\n"
+    )
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main.tex"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert (tmp_path / "main.pdf").stat().st_size > 10_000
