@@ -239,9 +239,16 @@ class Params(_Section):
 
     def sha256(self) -> str:
         """Hash of the resolved params (profiles excluded: they are already applied)."""
-        payload = json.dumps(self.model_dump(mode="json", exclude={"profiles"}), sort_keys=True,
-                             separators=(",", ":"))
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        return _sha256_json(self.model_dump(mode="json", exclude={"profiles"}))
+
+    def train_sha256(self, run: RunSpec) -> str:
+        """Hash of the settings that change what training `run` computes: workflows rerun it when this changes."""
+        data = self.data.model_dump(mode="json", exclude={"datasets", "split_seed"})
+        return _sha256_json({"run": run._asdict(), "arch": self.variant(run.variant).arch, "data": data,
+                             "dataset": self.dataset(run.dataset).model_dump(mode="json"),
+                             "split_seed": self.dataset_seed(run.dataset),
+                             "options": self.build_options(run.variant, run.fidelity),
+                             "train": self.train.model_dump(mode="json")})
 
     def variant(self, name: str) -> VariantParams:
         if name not in self.variants:
@@ -316,15 +323,26 @@ class Params(_Section):
             "params_sha256": self.sha256(),
             "demo": self.demo,
             "paths": self.paths.model_dump(),
+            "synthetic": self.data.synthetic.model_dump() if self.demo else None,
             "datasets": {name: {"raw_dir": str(self.raw_dir(name)), "prepared_dir": str(self.prepared_dir(name)),
-                                "seed": self.dataset_seed(name)} for name in datasets},
+                                "seed": self.dataset_seed(name), **self.dataset(name).model_dump(exclude={"seed"})}
+                         for name in datasets},
+            "eval_sha256": _sha256_json(self.eval.model_dump(mode="json")),
+            "weights": {name: getattr(self.teachers, name).file for name in ("vmamba", "wrn50")}
+            if self.teachers.pretrained else {},
             "tables": {name: [run.id for run in self.plan_runs(name)] for name in tables},
-            "runs": [{"id": run.id, **run._asdict(), "run_dir": str(self.run_dir(*run)),
+            "runs": [{"id": run.id, **run._asdict(), "arch": self.variant(run.variant).arch,
+                      "run_dir": str(self.run_dir(*run)), "train_sha256": self.train_sha256(run),
                       "tables": [name for name in tables if run in self.plan_runs(name)]} for run in runs],
         }
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _sha256_json(document: Any) -> str:
+    payload = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 # ---- loading ------------------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""The plan, read once from `pdd params plan --json`; helpers every rule file uses."""
+
+import json
+import re
+import shlex
+import subprocess
+
+from snakemake.exceptions import WorkflowError
+
+
+def _params_argv():
+    """`--params FILE --set ...` exactly as every `pdd` job gets them (the profile travels as a --set)."""
+    argv = ["--params", config.get("params", "params.yaml")]
+    if config.get("profile"):
+        argv.append(f"--set=profile={config['profile']}")
+    overrides = config.get("set") or []
+    for override in [overrides] if isinstance(overrides, str) else overrides:
+        argv.append(f"--set={override}")
+    return argv
+
+
+PDD = config.get("pdd", "pdd")
+PARAMS_ARGV = _params_argv()
+PARAMS_ARGS = shlex.join(PARAMS_ARGV)
+
+
+def _read_plan():
+    # a bad params value stops the workflow here, before any job, with pdd's message naming the key
+    command = [*shlex.split(PDD), "params", "plan", "--json", *PARAMS_ARGV]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise WorkflowError(f"cannot run {command[0]!r} ({exc}); install pdd (`make venv`) or pass --config pdd=...")
+    if result.returncode != 0:
+        raise WorkflowError(result.stderr.strip() or f"{shlex.join(command)} failed")
+    return json.loads(result.stdout)
+
+
+PLAN = _read_plan()
+PATHS = PLAN["paths"]
+RESULTS = PATHS["results"]
+TABLES = PATHS["tables"]
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+DATASETS = PLAN["datasets"]
+RUNS = {run["id"]: run for run in PLAN["runs"]}
+WEIGHTS = PLAN["weights"]  # teacher name -> file; empty for random-init teachers
+
+TABLE_FILES = [f"{TABLES}/{table}.tex" for table in PLAN["tables"]]
+FIGURE_DIRS = [f"{TABLES}/figures", f"{TABLES}/explain"]
+RUN_PATTERN = "{dataset}/{variant}/{fidelity}/seed{seed}"
+
+
+def _one_of(names):
+    return "|".join(sorted((re.escape(name) for name in names), key=len, reverse=True))
+
+
+wildcard_constraints:
+    dataset=_one_of(DATASETS),
+    variant=_one_of({run["variant"] for run in RUNS.values()}),
+    fidelity="code|paper",
+    seed=r"\d+",
+    table=_one_of(PLAN["tables"]),
+    teacher=_one_of(WEIGHTS) if WEIGHTS else "(?!)",
+
+
+def run_of(wildcards):
+    return RUNS[f"{wildcards.dataset}/{wildcards.variant}/{wildcards.fidelity}/seed{wildcards.seed}"]
+
+
+def metrics_of(run_ids):
+    return [f"{RUNS[run_id]['run_dir']}/metrics.json" for run_id in run_ids]

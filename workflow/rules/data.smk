@@ -1,0 +1,58 @@
+"""Data and teacher weights: the first jobs to fail, with the dataset's own instructions, when
+something cannot be fetched (registration-only datasets, no network)."""
+
+if PLAN["demo"]:
+
+    rule synthetic_data:
+        """The demo's stand-in for every dataset: a generated, prepared dataset (no download)."""
+        output:
+            directory(f"{PATHS['prepared']}/{{dataset}}"),
+        log:
+            f"{LOGS}/data/{{dataset}}.log",
+        params:
+            seed=lambda w: DATASETS[w.dataset]["seed"],
+            counts=lambda w: shlex.join(
+                [f"--{key.replace('_', '-')}={value}" for key, value in PLAN["synthetic"].items()]
+            ),
+        shell:
+            "{PDD} data synthetic {wildcards.dataset} --out {output} --seed {params.seed} {params.counts}"
+            " > {log} 2>&1"
+
+else:
+
+    rule download:
+        """Fetch the raw files, or stop with where to get them; already-present raw data is kept."""
+        output:
+            directory(f"{PATHS['raw']}/{{dataset}}"),
+        log:
+            f"{LOGS}/data/{{dataset}}-download.log",
+        shell:
+            "{PDD} data download {wildcards.dataset} --raw {output} > {log} 2>&1"
+
+    rule prepare:
+        """Raw files -> train/good, test/<label>, ground_truth/, split.csv (checked and seeded)."""
+        input:
+            lambda w: DATASETS[w.dataset]["raw_dir"],
+        output:
+            directory(f"{PATHS['prepared']}/{{dataset}}"),
+        log:
+            f"{LOGS}/data/{{dataset}}-prepare.log",
+        params:
+            seed=lambda w: DATASETS[w.dataset]["seed"],
+        shell:
+            "{PDD} data prepare {wildcards.dataset} --raw {input} --out {output} --seed {params.seed} > {log} 2>&1"
+
+
+for _teacher, _file in WEIGHTS.items():
+
+    rule:
+        name:
+            f"weights_{_teacher}"
+        output:
+            _file,
+        log:
+            f"{LOGS}/weights/{_teacher}.log",
+        params:
+            teacher=_teacher,
+        shell:
+            "{PDD} weights fetch {params.teacher} {PARAMS_ARGS} > {log} 2>&1"

@@ -1,0 +1,50 @@
+"""One training and one evaluation job per run of the plan (results/<dataset>/<variant>/<fidelity>/seed<k>)."""
+
+RUN_DIR = f"{RESULTS}/{RUN_PATTERN}"
+GPUS = 0 if PLAN["demo"] else 1
+
+
+rule train:
+    input:
+        data=lambda w: DATASETS[w.dataset]["prepared_dir"],
+        weights=list(WEIGHTS.values()),
+    output:
+        checkpoints=directory(f"{RUN_DIR}/checkpoints"),
+        dvclive=directory(f"{RUN_DIR}/dvclive"),
+    log:
+        f"{LOGS}/train/{RUN_PATTERN}.log",
+    benchmark:
+        f"{BENCHMARKS}/train/{RUN_PATTERN}.tsv"
+    params:
+        run_dir=lambda w: run_of(w)["run_dir"],
+        # reruns the job when a setting that changes what it computes changes (not on reporting edits)
+        signature=lambda w: run_of(w)["train_sha256"],
+    threads: 8
+    resources:
+        gpu=GPUS,
+        mem_mb=32000,
+        runtime=24 * 60,
+    shell:
+        "{PDD} train {PARAMS_ARGS} --dataset {wildcards.dataset} --variant {wildcards.variant}"
+        " --fidelity {wildcards.fidelity} --seed {wildcards.seed} --out {params.run_dir} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        f"{RUN_DIR}/checkpoints",
+    output:
+        f"{RUN_DIR}/metrics.json",
+    log:
+        f"{LOGS}/evaluate/{RUN_PATTERN}.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate/{RUN_PATTERN}.tsv"
+    params:
+        run_dir=lambda w: run_of(w)["run_dir"],
+        signature=PLAN["eval_sha256"],
+    threads: 4
+    resources:
+        gpu=GPUS,
+        mem_mb=16000,
+        runtime=2 * 60,
+    shell:
+        "{PDD} evaluate {PARAMS_ARGS} --run {params.run_dir} > {log} 2>&1"
