@@ -96,6 +96,7 @@ def compute_metrics(
     masks: np.ndarray | None = None,
     maps: np.ndarray | None = None,
     has_mask: Sequence[bool] | None = None,
+    max_fpr: float = AUPRO_MAX_FPR,
 ) -> dict[str, dict]:
     """`{"pooled": {...}, "per_class": {cls: {...}}}` with the five metrics of `METRIC_NAMES`.
 
@@ -119,7 +120,7 @@ def compute_metrics(
         return {
             **result,
             "pixel_AUROC": pixel_auroc(selected_masks, selected_maps),
-            "pixel_AUPRO": aupro(selected_masks, selected_maps),
+            "pixel_AUPRO": aupro(selected_masks, selected_maps, max_fpr),
         }
 
     everything = np.ones(labels.size, dtype=bool)

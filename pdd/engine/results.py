@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pdd.errors import PDDError
+from pdd.errors import DataError
 from pdd.io import atomic_write_json
 
 SCHEMA_VERSION = 1
@@ -97,14 +97,14 @@ def _validated(model: type[BaseModel], document: Any, source: str) -> BaseModel:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or '<root>'}: {error['msg']}" for error in exc.errors()
         )
-        raise PDDError(
+        raise DataError(
             f"{source} does not follow the {model.__name__} schema v{SCHEMA_VERSION} ({problems}); "
             "re-run `pdd evaluate` to regenerate it"
         ) from exc
 
 
 def validate_metrics(document: dict[str, Any], source: str = "metrics document") -> dict[str, Any]:
-    """Return `document` unchanged if it is a valid schema-v1 metrics.json, else raise PDDError."""
+    """Return `document` unchanged if it is a valid schema-v1 metrics.json, else raise DataError."""
     _validated(MetricsDocument, document, source)
     return document
 
@@ -117,7 +117,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise PDDError(f"cannot read {path} ({exc}); re-run the command that writes it") from exc
+        raise DataError(f"cannot read {path} ({exc}); re-run the command that writes it") from exc
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
