@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from pdd.config import add_params_arguments, params_from_args
+from pdd.dvc_pipeline import render_dvc_yaml
+from pdd.errors import ConfigError
+from pdd.io import atomic_write_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan.add_argument("--table", default=None, help="only the runs of this table (e.g. table1)")
     plan.add_argument("--json", action="store_true", help="machine-readable plan (what Snakemake reads)")
     plan.set_defaults(func=_plan)
+    dvc = actions.add_parser("dvc", help="write dvc.yaml: one stage per job of every profile's plan")
+    dvc.add_argument("--params", default="params.yaml", metavar="FILE", help="params file (default: %(default)s)")
+    dvc.add_argument("--out", default="dvc.yaml", metavar="FILE", help="where to write it (default: %(default)s)")
+    dvc.add_argument("--check", action="store_true", help="only check that FILE is current; exit 2 if stale")
+    dvc.set_defaults(func=_dvc)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -51,4 +60,17 @@ def _plan(args: argparse.Namespace) -> int:
     for run in runs:
         print(params.run_dir(*run))
     print(f"# {len(runs)} runs, profile {params.profile}")
+    return 0
+
+
+def _dvc(args: argparse.Namespace) -> int:
+    text = render_dvc_yaml(args.params)
+    out = Path(args.out)
+    if args.check:
+        if not out.is_file() or out.read_text(encoding="utf-8") != text:
+            raise ConfigError(f"{out} does not match {args.params}; regenerate it with `pdd params dvc`")
+        print(f"{out}: current")
+        return 0
+    atomic_write_text(out, text)
+    print(f"wrote {out}")
     return 0
