@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -183,6 +184,7 @@ class VMamba(nn.Module):
         if len(dims) != len(depths):
             raise ValueError(f"dims {dims} and depths {list(depths)} must have one entry per stage")
         self.depths, self.dims, self.patch_size = list(depths), dims, patch_size
+        self.weights_file: Path | None = None  # set by pdd.models.weights when a checkpoint is loaded
         drop_path = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         ssm_kwargs = dict(d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank)
         self.patch_embed = PatchEmbed(in_chans, dims[0], patch_size)
