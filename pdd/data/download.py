@@ -1,0 +1,164 @@
+"""Fetch a dataset's raw archive (Kaggle API or HTTPS), verify it and extract it safely.
+
+* **HTTPS** downloads resume: bytes arrive in ``<archive>.part`` and an interrupted transfer is
+  continued with a ``Range`` request (by a retry, or by running the command again). The finished
+  file is checked against its pinned sha256; on mismatch it is deleted and the download refused.
+* **Kaggle** needs credentials (``~/.kaggle/kaggle.json``, ``$KAGGLE_CONFIG_DIR/kaggle.json`` or
+  ``KAGGLE_USERNAME`` + ``KAGGLE_KEY``) and the optional ``kaggle`` package, imported only here.
+* **Manual** sources (licence agreements, Google Drive) are never fetched: the error message says
+  exactly what to download and where to put it.
+
+Archives are extracted with `pdd.data.archive.safe_extract`; partial files live in
+``<raw>/.downloads/`` until the dataset is in place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import requests
+from tqdm import tqdm
+
+from pdd.data.archive import safe_extract
+from pdd.data.registry import DatasetSpec, Source
+from pdd.errors import DataError
+from pdd.io import sha256_file
+
+DOWNLOADS = ".downloads"
+_CHUNK = 1 << 20
+
+
+class _RetryableError(Exception):
+    """A transient failure (connection lost, HTTP 5xx) worth another attempt."""
+
+
+def download(spec: DatasetSpec, raw: str | os.PathLike, *, retries: int = 3, backoff_s: float = 2.0) -> Path:
+    """Put `spec`'s raw data into `raw` (unless already there) and return the folder holding its layout."""
+    raw = Path(raw)
+    present = spec.locate_raw(raw)
+    if present is not None:
+        return present
+    automatic = [source for source in spec.sources if source.method != "manual"]
+    if not automatic:
+        raise DataError(f"{spec.title} cannot be downloaded automatically.\n{spec.download_instructions(raw)}")
+    failures = []
+    for source in automatic:
+        try:
+            archive = _fetch(spec, source, raw / DOWNLOADS, retries=retries, backoff_s=backoff_s)
+        except DataError as exc:
+            failures.append(str(exc))
+            continue
+        _unpack(archive, raw)
+        located = spec.locate_raw(raw)
+        if located is None:
+            raise DataError(f"the archive from {source.location} does not hold the expected layout.\n"
+                            f"{spec.download_instructions(raw)}")
+        return located
+    for folder in (raw / DOWNLOADS, raw):  # keep partial downloads for resuming, drop empty folders
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    raise DataError("\n".join(failures) + f"\nGet it by hand instead:\n{spec.download_instructions(raw)}")
+
+
+def _fetch(spec: DatasetSpec, source: Source, folder: Path, *, retries: int, backoff_s: float) -> Path:
+    if source.method == "kaggle":
+        return fetch_kaggle(source.location, folder)
+    filename = source.filename or source.location.rstrip("/").rsplit("/", 1)[-1]
+    return fetch_https(source.location, folder / filename, source.sha256, dataset=spec.name,
+                       retries=retries, backoff_s=backoff_s)
+
+
+def _unpack(archive: Path, raw: Path) -> None:
+    extracted = safe_extract(archive, archive.parent / "extracted")
+    for entry in sorted(extracted.iterdir()):
+        destination = raw / entry.name
+        if destination.exists():
+            raise DataError(f"{destination} already exists and would be overwritten by the download; "
+                            "move it away and run the command again.")
+        os.replace(entry, destination)
+    shutil.rmtree(archive.parent)
+
+
+def fetch_https(url: str, dest: str | os.PathLike, sha256: str | None, *, dataset: str,
+                retries: int = 3, backoff_s: float = 2.0, timeout_s: float = 60.0) -> Path:
+    """Download `url` to `dest`, resuming from ``dest.part``; verify `sha256` (when pinned) before keeping it."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    for attempt in range(retries + 1):
+        try:
+            _transfer(url, part, dataset=dataset, timeout_s=timeout_s)
+            break
+        except _RetryableError as exc:
+            if attempt == retries:
+                raise DataError(f"downloading {dataset} from {url} failed after {retries + 1} attempts ({exc}). "
+                                f"The partial file {part} is kept: run the command again to resume.") from exc
+            time.sleep(backoff_s * (attempt + 1))
+    digest = sha256_file(part)
+    if sha256 is not None and digest != sha256.lower():
+        part.unlink()
+        raise DataError(f"checksum mismatch for {dataset} from {url}: got sha256 {digest}, expected {sha256}. "
+                        "The file was deleted; the server copy may have changed or been tampered with.")
+    os.replace(part, dest)
+    return dest
+
+
+def _transfer(url: str, part: Path, *, dataset: str, timeout_s: float) -> None:
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    try:
+        with requests.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
+            if response.status_code == 416 and offset:
+                return  # the partial file is already complete
+            if response.status_code >= 500:
+                raise _RetryableError(f"HTTP {response.status_code} {response.reason}")
+            if response.status_code >= 400:
+                raise DataError(f"downloading {dataset} from {url} failed: HTTP {response.status_code} "
+                                f"{response.reason}.")
+            if offset and response.status_code != 206:
+                offset = 0  # the server ignored the Range header: start over
+            length = int(response.headers.get("Content-Length", 0)) or None
+            with open(part, "ab" if offset else "wb") as handle, tqdm(
+                total=offset + length if length else None, initial=offset, unit="B", unit_scale=True,
+                desc=part.name.removesuffix(".part"), disable=None,
+            ) as progress:
+                for chunk in response.iter_content(_CHUNK):
+                    handle.write(chunk)
+                    progress.update(len(chunk))
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        raise _RetryableError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def kaggle_credentials_present() -> bool:
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return True
+    config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle")
+    return (config_dir / "kaggle.json").is_file()
+
+
+def fetch_kaggle(slug: str, folder: str | os.PathLike) -> Path:
+    """Download Kaggle dataset `slug` as one zip into `folder` and return its path."""
+    if not kaggle_credentials_present():
+        raise DataError(
+            "Kaggle credentials not found. Create an API token at https://www.kaggle.com/settings (API → Create "
+            "New Token), save it as ~/.kaggle/kaggle.json with `chmod 600`, or set KAGGLE_USERNAME and KAGGLE_KEY."
+        )
+    try:
+        from kaggle.api.kaggle_api_extended import KaggleApi
+    except ImportError as exc:
+        raise DataError("the Kaggle client is not installed: run `pip install 'pdd[kaggle]'`.") from exc
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        api = KaggleApi()
+        api.authenticate()
+        api.dataset_download_files(slug, path=str(folder), unzip=False, quiet=False)
+    except Exception as exc:  # the client raises its own, version-dependent exception types
+        raise DataError(f"Kaggle download of {slug} failed: {exc}") from exc
+    archives = sorted(folder.glob("*.zip"))
+    if len(archives) != 1:
+        raise DataError(f"the Kaggle download of {slug} left {len(archives)} zip files in {folder}; expected one.")
+    return archives[0]
