@@ -1,0 +1,104 @@
+"""Snakemake and DVC lay out the same jobs and files for the same params (dry runs only, no jobs)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pdd.config import load_params
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _run(*command: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def snakemake_outputs(*targets: str, profile: str = "paper", extra: tuple[str, ...] = ()) -> set[str]:
+    """Every file the workflow would produce for `targets`, from `snakemake --summary` (runs nothing)."""
+    result = _run(str(BIN / "snakemake"), *targets, "--summary", "--nolock", *extra, "--config", f"profile={profile}")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("output_file\t"))
+    return {line.split("\t")[0] for line in lines[header + 1:] if line.strip()}
+
+
+def dvc_outputs(*stages: str) -> set[str]:
+    """Every out upstream of `stages`, as DVC itself resolves dvc.yaml (`dvc dag --outs`)."""
+    outs: set[str] = set()
+    for stage in stages:
+        result = _run(str(BIN / "dvc"), "dag", "--outs", "--dot", stage)
+        assert result.returncode == 0, result.stderr
+        outs |= {line.strip().rstrip(";").strip('"') for line in result.stdout.splitlines() if line.startswith('"')
+                 and "->" not in line}
+    return outs
+
+
+def dvc_stage_outputs(profile: str) -> set[str]:
+    """Every out, metric and plot of the profile's stages in dvc.yaml."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    outs = set()
+    for name, stage in stages.items():
+        if name.startswith(f"{profile}-"):
+            for kind in ("outs", "metrics", "plots"):
+                outs |= {next(iter(entry)) if isinstance(entry, dict) else entry for entry in stage.get(kind, [])}
+    return outs
+
+
+def test_dvc_yaml_is_current():
+    result = _run(str(BIN / "pdd"), "params", "dvc", "--check")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("profile", ["paper", "demo"])
+def test_table1_dag_is_the_same_in_snakemake_and_dvc(profile):
+    tables = load_params(REPO / "params.yaml", profile=profile).paths.tables
+    snakemake = snakemake_outputs(f"{tables}/table1.tex", profile=profile)
+    dvc = dvc_outputs(f"{profile}-table1")
+    # dvc dag --outs leaves out plots (dvclive); compare those through dvc.yaml below
+    assert {path for path in snakemake if not path.endswith("/dvclive")} == dvc
+
+
+@pytest.mark.parametrize("profile", ["paper", "demo"])
+def test_whole_pipeline_names_the_same_outputs(profile):
+    params = load_params(REPO / "params.yaml", profile=profile)
+    targets = [f"{params.paths.tables}/{name}" for name in [*(f"{t}.tex" for t in params.plan), "figures", "explain"]]
+    assert snakemake_outputs(*targets, profile=profile) == dvc_stage_outputs(profile)
+
+
+def test_paper_table1_dry_run_lists_exactly_its_runs_and_their_preparation():
+    params = load_params(REPO / "params.yaml")
+    runs = params.plan_runs("table1")
+    datasets = {run.dataset for run in runs}
+    expected = {f"{params.paths.tables}/table1.tex"}
+    expected |= {str(params.raw_dir(name)) for name in datasets} | {str(params.prepared_dir(name)) for name in datasets}
+    expected |= {params.teachers.vmamba.file, params.teachers.wrn50.file}
+    for run in runs:
+        run_dir = params.run_dir(*run)
+        expected |= {f"{run_dir}/checkpoints", f"{run_dir}/dvclive", f"{run_dir}/metrics.json"}
+    assert snakemake_outputs(f"{params.paths.tables}/table1.tex") == expected
+    dry_run = _run(str(BIN / "snakemake"), "-n", "--nolock", f"{params.paths.tables}/table1.tex")
+    assert dry_run.returncode == 0, dry_run.stderr
+    assert f"train                 {len(runs)}" in dry_run.stdout
+
+
+def test_bad_params_stop_snakemake_before_any_job():
+    result = _run(str(BIN / "snakemake"), "-n", "--nolock", "--config", 'set=["train.lr=0"]')
+    assert result.returncode != 0
+    assert "train.lr:" in result.stdout + result.stderr
+
+
+def test_slurm_profile_dry_run_asks_gpus_for_training():
+    result = _run(str(BIN / "snakemake"), "-n", "--nolock", "--profile", "workflow/profiles/slurm",
+                  "paper_tables/table1.tex")
+    assert result.returncode == 0, result.stderr
+    train_jobs = [block for block in result.stdout.split("rule ")[1:] if block.startswith("train:")]
+    assert len(train_jobs) == 4
+    assert all("slurm_partition=gpu" in job and "gpu=1" in job for job in train_jobs)
