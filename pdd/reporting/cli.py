@@ -1,0 +1,77 @@
+"""`pdd tables`, `pdd figures` and `pdd explain`: paper outputs from results (and, for Fig. 1, the teachers)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pdd.config import add_params_arguments, params_from_args
+from pdd.io import atomic_write_text
+from pdd.reporting.figures import FIGURES, render_figures
+from pdd.reporting.gap import GAP_STEM, render_gap
+from pdd.reporting.results import ResultsIndex
+from pdd.reporting.tables import TABLES, ReportSettings, build_table, render_table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    tables = subparsers.add_parser("tables", help="render Tables 1-5 and the replication gap table from metrics.json")
+    _add_io_arguments(tables)
+    tables.add_argument("--only", action="append", choices=TABLES, help="render only this table (repeatable)")
+    tables.set_defaults(func=run_tables)
+
+    figures = subparsers.add_parser("figures", help="draw Figs. 3c, 4 and 5 from run outputs")
+    _add_io_arguments(figures)
+    figures.add_argument("--only", action="append", choices=FIGURES, help="draw only this figure (repeatable)")
+    figures.set_defaults(func=run_figures)
+
+    explain = subparsers.add_parser("explain", help="Fig. 1: Grad-CAM of the frozen teachers on test images")
+    add_params_arguments(explain)
+    explain.add_argument("--out", type=Path, help="output directory (default: params paths.tables)")
+    explain.add_argument("--datasets", nargs="+", default=["headct", "brainmri"], help="prepared datasets to show")
+    explain.add_argument("--per-label", type=int, default=2, help="normal and anomalous images per dataset")
+    explain.set_defaults(func=run_explain)
+
+
+def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
+    add_params_arguments(parser)
+    parser.add_argument("--results", type=Path, help="results root (default: params paths.results)")
+    parser.add_argument("--out", type=Path, help="output directory (default: params paths.tables)")
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    params = params_from_args(args)
+    results, out = _paths(args, params)
+    settings = ReportSettings.from_params(params)
+    index = ResultsIndex.scan(results)
+    built = [build_table(name, index, settings) for name in (args.only or TABLES)]
+    for table in built:
+        _write(out / f"{table.name}.tex", render_table(table, results, settings))
+    for ext, text in render_gap(built, results, settings).items():
+        _write(out / f"{GAP_STEM}.{ext}", text)
+    return 0
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    params = params_from_args(args)
+    results, out = _paths(args, params)
+    for path in render_figures(results, out, params.model.fidelity, params.seeds[0], args.only or FIGURES):
+        print(path)
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from pdd.reporting.gradcam import explain  # loads the teachers: only this command needs them
+
+    params = params_from_args(args)
+    for path in explain(params, args.out or Path(params.paths.tables), args.datasets, args.per_label):
+        print(path)
+    return 0
+
+
+def _paths(args: argparse.Namespace, params) -> tuple[Path, Path]:
+    return args.results or Path(params.paths.results), args.out or Path(params.paths.tables)
+
+
+def _write(path: Path, text: str) -> None:
+    atomic_write_text(path, text)
+    print(path)
