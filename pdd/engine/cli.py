@@ -1,0 +1,60 @@
+"""`pdd train` and `pdd evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from pdd.config import RunSpec, add_params_arguments, params_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser(
+        "train", help="train one run (dataset x variant x fidelity x seed); under torchrun, data-parallel"
+    )
+    add_params_arguments(train)
+    train.add_argument("--dataset", required=True, help="a name under params data.datasets")
+    train.add_argument("--variant", required=True, help="a name under params variants (e.g. full, M3, full-nodiv)")
+    train.add_argument("--fidelity", default=None, choices=["code", "paper"],
+                       help="default: params model.fidelity")
+    train.add_argument("--seed", type=int, required=True)
+    train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (see params.run_dir)")
+    train.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last good checkpoint")
+    train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    train.set_defaults(func=_train)
+
+    evaluate = subparsers.add_parser(
+        "evaluate", help="score a trained run: metrics.json, scores_<scoring>.csv, maps/<scoring>.npz"
+    )
+    add_params_arguments(evaluate)
+    evaluate.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory written by `pdd train`")
+    evaluate.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    evaluate.set_defaults(func=_evaluate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pdd.engine.train import train_run
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = params_from_args(args)
+    spec = RunSpec(args.dataset, args.variant, args.fidelity or params.model.fidelity, args.seed)
+    params.run_dir(*spec)  # validates the dataset and variant names before anything is built
+    result = train_run(params, spec, args.out, params_file=args.params, overrides=args.overrides,
+                       resume=args.resume, progress=args.progress)
+    print(f"trained {spec.id}: {result.epochs} epochs, {result.global_step} steps, "
+          f"{result.wall_time_s:.1f} s -> {result.run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pdd.engine.evaluate import evaluate_run
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    document = evaluate_run(args.run, args.params, profile=args.profile, overrides=args.overrides,
+                            progress=args.progress)
+    for scoring, results in document["metrics"].items():
+        for selection in ("last", "best_of_test"):
+            pooled = results[selection]["pooled"]
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in pooled.items() if v is not None)
+            print(f"{scoring} {selection} (epoch {results[selection]['epoch']}): {shown}")
+    return 0
