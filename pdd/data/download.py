@@ -28,7 +28,7 @@ from pdd.errors import DataError
 from pdd.io import sha256_file
 
 DOWNLOADS = ".downloads"
-_CHUNK = 1 << 20
+CHUNK_SIZE = 1 << 20  # bytes per read; an interruption loses at most one partial chunk
 
 
 class _RetryableError(Exception):
@@ -51,16 +51,25 @@ def download(spec: DatasetSpec, raw: str | os.PathLike, *, retries: int = 3, bac
         except DataError as exc:
             failures.append(str(exc))
             continue
-        _unpack(archive, raw)
+        try:
+            _unpack(archive, raw)
+        except DataError:
+            shutil.rmtree(archive.parent)  # a refused archive is deleted, not kept for resuming
+            _remove_empty(raw)
+            raise
         located = spec.locate_raw(raw)
         if located is None:
             raise DataError(f"the archive from {source.location} does not hold the expected layout.\n"
                             f"{spec.download_instructions(raw)}")
         return located
-    for folder in (raw / DOWNLOADS, raw):  # keep partial downloads for resuming, drop empty folders
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+    _remove_empty(raw / DOWNLOADS)  # partial downloads stay for resuming
+    _remove_empty(raw)
     raise DataError("\n".join(failures) + f"\nGet it by hand instead:\n{spec.download_instructions(raw)}")
+
+
+def _remove_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _fetch(spec: DatasetSpec, source: Source, folder: Path, *, retries: int, backoff_s: float) -> Path:
@@ -125,7 +134,7 @@ def _transfer(url: str, part: Path, *, dataset: str, timeout_s: float) -> None:
                 total=offset + length if length else None, initial=offset, unit="B", unit_scale=True,
                 desc=part.name.removesuffix(".part"), disable=None,
             ) as progress:
-                for chunk in response.iter_content(_CHUNK):
+                for chunk in response.iter_content(CHUNK_SIZE):
                     handle.write(chunk)
                     progress.update(len(chunk))
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
