@@ -43,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synthetic.set_defaults(func=_synthetic)
 
     status = commands.add_parser("status", help="show each dataset as missing / raw present / prepared / verified")
-    status.add_argument("--raw-root", type=Path, default=DEFAULT_RAW_ROOT)
-    status.add_argument("--prepared-root", type=Path, default=DEFAULT_PREPARED_ROOT)
+    status.add_argument("--params", type=Path, help="take both roots from paths.raw and paths.prepared")
+    status.add_argument("--raw-root", type=Path, help=f"default: {DEFAULT_RAW_ROOT}")
+    status.add_argument("--prepared-root", type=Path, help=f"default: {DEFAULT_PREPARED_ROOT}")
     status.set_defaults(func=_status)
 
 
@@ -89,7 +90,14 @@ def dataset_state(name: str, raw: Path, prepared: Path) -> tuple[str, str]:
 
 
 def _status(args: argparse.Namespace) -> int:
+    raw_root, prepared_root = DEFAULT_RAW_ROOT, DEFAULT_PREPARED_ROOT
+    if args.params:
+        from pdd.config import load_params
+
+        paths = load_params(args.params).paths
+        raw_root, prepared_root = Path(paths.raw), Path(paths.prepared)
+    raw_root, prepared_root = args.raw_root or raw_root, args.prepared_root or prepared_root
     for name in DATASETS:
-        state, detail = dataset_state(name, args.raw_root / name, args.prepared_root / name)
+        state, detail = dataset_state(name, raw_root / name, prepared_root / name)
         print(f"{name:<11} {state:<12} {detail}")
     return 0

@@ -22,9 +22,9 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -87,7 +87,8 @@ class PrepareReport:
 
 
 def count_rows(rows: Sequence[SplitRow]) -> dict[str, int]:
-    """Counts keyed ``[<class>/]train``, ``[<class>/]test``, ``.../test/normal``, ``.../test/anomalous``, ``excluded``."""
+    """Counts keyed ``[<class>/]train``, ``[<class>/]test``, ``.../test/normal``, ``.../test/anomalous``
+    and ``excluded`` (the class prefix only for multi-class sets)."""
     classes = {row.cls for row in rows if row.split != EXCLUDED}
     counts: Counter[str] = Counter()
     for row in rows:

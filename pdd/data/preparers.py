@@ -16,9 +16,10 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 from pdd.data.prepare import Assignment, Candidate, Staged, excluded_row, image_files, keep_fixed_splits
 from pdd.data.split import EXCLUDED, NORMAL, TEST, TRAIN, SplitRow, seeded_subset
@@ -86,7 +87,8 @@ class HeadCTPreparer(SeededNormalSplit):
 
     train_normal: int = 60
     anomaly: str = "hemorrhage"
-    expected_layout: ClassVar[str] = "<raw>/\n  labels.csv            (header: id, hemorrhage)\n  head_ct/000.png ... 199.png"
+    expected_layout: ClassVar[str] = ("<raw>/\n  labels.csv            (header: id, hemorrhage)\n"
+                                      "  head_ct/000.png ... 199.png")
     per_class_tree: ClassVar[bool] = False
 
     def locate(self, raw: Path) -> Path | None:

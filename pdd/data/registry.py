@@ -8,10 +8,11 @@ the source; see docs/data.md for the split protocols in prose.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Mapping, Protocol, Sequence
+from typing import Literal, Protocol
 
 from pdd.data.prepare import Assignment, Candidate, PrepareReport, Staged, prepare_dataset
 from pdd.data.preparers import (
@@ -79,7 +80,8 @@ class DatasetSpec:
         return (f"{self.title} ({self.name}) — get the raw data one of these ways:\n{routes}\n"
                 f"  Expected layout:\n{layout}\n  Licence: {self.licence}")
 
-    def prepare(self, raw: str | Path, out: str | Path, seed: int = 0, exclude_unreadable: bool = False) -> PrepareReport:
+    def prepare(self, raw: str | Path, out: str | Path, seed: int = 0,
+                exclude_unreadable: bool = False) -> PrepareReport:
         """Prepare the raw download in `raw` into `out` (MVTec-style folders + split.csv)."""
         raw = Path(raw)
         root = self.locate_raw(raw)

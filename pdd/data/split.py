@@ -12,9 +12,10 @@ import csv
 import io
 import random
 from collections import defaultdict
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Hashable, Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 from pdd.errors import DataError
 from pdd.io import atomic_write_text, sha256_file
@@ -81,8 +82,11 @@ def read_split_csv(root: str | Path) -> list[SplitRow]:
         if header != COLUMNS:
             raise DataError(f"{path} has columns {header}, expected {COLUMNS}; prepare the dataset again.")
         rows = []
-        for values in reader:
-            record = dict(zip(COLUMNS, values))
+        for line, values in enumerate(reader, start=2):
+            if len(values) != len(COLUMNS):
+                raise DataError(f"{path} line {line} has {len(values)} fields, expected {len(COLUMNS)}; "
+                                "prepare the dataset again.")
+            record = dict(zip(COLUMNS, values, strict=True))
             record["cls"] = record.pop("class")
             record["label"] = int(record["label"]) if record["label"] else ""
             rows.append(SplitRow(**record))

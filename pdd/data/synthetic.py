@@ -15,6 +15,7 @@ seed gives byte-identical files.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,6 @@ from pdd.data.images import mask_png_bytes, png_bytes
 from pdd.data.prepare import atomic_directory
 from pdd.data.split import NORMAL, SPLIT_FILE, TEST, TRAIN, SplitRow, write_split_csv
 from pdd.errors import DataError
-from pdd.io import sha256_file
 
 _TISSUE_MAX = 0.7  # headroom so a lesion never saturates to the healthy value
 _MIN_LESION_DELTA = 0.06  # > 8-bit rounding, so every masked pixel really changes
@@ -194,12 +194,11 @@ def generate(out: str | Path, seed: int = 0, n_train: int = 60, n_test_normal: i
                     rng = slice_rng(seed, name, cls, split, anomalous, index)
                     sample = synthesize(rng, size, ANATOMIES[anatomy_name], variant.contrast if anomalous else None)
                     path = f"{prefix}{split}/{folder}/{index:03d}.png"
-                    _write(work / path, png_bytes(Image.fromarray(sample.image, mode="L")))
+                    digest = _write(work / path, png_bytes(Image.fromarray(sample.image, mode="L")))
                     mask = ""
                     if anomalous:
                         mask = f"{prefix}ground_truth/{folder}/{index:03d}_mask.png"
                         _write(work / mask, mask_png_bytes(sample.mask))
-                    digest = sha256_file(work / path)
                     source = f"synthetic/{name}/seed{seed}/{path}"
                     rows.append(SplitRow(cls, split, int(anomalous), folder, path, digest, mask, source, digest,
                                          f"synthetic {anatomy_name} slice"))
@@ -207,6 +206,8 @@ def generate(out: str | Path, seed: int = 0, n_train: int = 60, n_test_normal: i
     return rows
 
 
-def _write(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes) -> str:
+    """Write `data` to `path` and return its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
