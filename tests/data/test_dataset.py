@@ -58,3 +58,12 @@ def test_not_a_prepared_dataset(tmp_path):
         PreparedDataset(tmp_path, split="train")
     with pytest.raises(DataError, match="split must be"):
         PreparedDataset(tmp_path, split="val")
+
+
+def test_dataset_without_masks(tmp_path, raw_builders, spec_without_manifest):
+    raw = raw_builders["chexpert"](tmp_path / "raw", n_train=2, n_test=2)
+    spec_without_manifest("chexpert").prepare(raw, tmp_path / "out")
+    items = list(PreparedDataset(tmp_path / "out", split="test", image_size=16))
+    assert [item["label"] for item in items] == [0, 0, 1, 1]
+    assert not any(item["has_mask"] for item in items)
+    assert all(item["mask"].sum() == 0 and item["cls"] == "chexpert" for item in items)
