@@ -64,13 +64,11 @@ class PathsParams(_Section):
 
 class SyntheticParams(_Section):
     n_train: PositiveInt = 16
-    n_test_normal: PositiveInt = 8
-    n_test_anomalous: PositiveInt = 8
+    n_test: PositiveInt = 8  # normal and anomalous, each
     size: Annotated[int, Field(ge=16)] = 64
 
 
 class DatasetParams(_Section):
-    layout: NonEmptyStr | None = None  # None: the data registry's default layout
     seed: Seed | None = None  # None: data.split_seed
     classes: Annotated[list[Name], Field(min_length=1)] | None = None
 
@@ -185,6 +183,7 @@ class PlanEntry(_Section):
 class ReportingParams(_Section):
     selection: Literal["best_of_test", "last"] = "best_of_test"
     gap_tolerance: UnitInterval = 0.03
+    explain_datasets: list[Name] = ["headct", "brainmri"]
 
 
 class RunSpec(NamedTuple):
@@ -220,6 +219,9 @@ class Params(_Section):
     def _references_exist(self) -> Params:
         if len(set(self.seeds)) != len(self.seeds):
             raise _Problem("seeds", f"lists a seed twice: {self.seeds}")
+        unknown = [name for name in self.reporting.explain_datasets if name not in self.data.datasets]
+        if unknown:
+            raise _Problem("reporting.explain_datasets", f"{', '.join(unknown)} not defined in data.datasets")
         for table, entries in self.plan.items():
             for index, entry in enumerate(entries):
                 for field, names, known in (("datasets", entry.datasets, self.data.datasets),
@@ -317,7 +319,7 @@ class Params(_Section):
         """Everything a workflow engine needs to lay out the DAG of `table` (all when None), as JSON."""
         runs = self.plan_runs(table)
         tables = [table] if table is not None else list(self.plan)
-        datasets = list(dict.fromkeys(run.dataset for run in runs))
+        datasets = list(dict.fromkeys([*(run.dataset for run in runs), *self.reporting.explain_datasets]))
         return {
             "profile": self.profile,
             "params_sha256": self.sha256(),
@@ -328,6 +330,7 @@ class Params(_Section):
                                 "seed": self.dataset_seed(name), **self.dataset(name).model_dump(exclude={"seed"})}
                          for name in datasets},
             "eval_sha256": _sha256_json(self.eval.model_dump(mode="json")),
+            "explain_datasets": self.reporting.explain_datasets,
             "weights": {name: getattr(self.teachers, name).file for name in ("vmamba", "wrn50")}
             if self.teachers.pretrained else {},
             "tables": {name: [run.id for run in self.plan_runs(name)] for name in tables},

@@ -91,14 +91,19 @@ def _profile_stages(params_file: str, profile: str) -> dict[str, Any]:
     run_dirs = {run["id"]: run["run_dir"] for run in plan["runs"]}
     results, tables = plan["paths"]["results"], plan["paths"]["tables"]
     for table, run_ids in plan["tables"].items():
-        add(table, cmd=f"pdd tables {pdd_args} --results {results} --out {tables} --table {table}",
+        add(table, cmd=f"pdd tables {pdd_args} --results {results} --out {tables} --only {table}",
             deps=[f"{run_dirs[run_id]}/metrics.json" for run_id in run_ids], params=params_deps(REPORT_KEYS),
             outs=[{f"{tables}/{table}.tex": {"cache": False}}])
+    all_metrics = [f"{run_dir}/metrics.json" for run_dir in run_dirs.values()]
+    # after the tables: each table job also writes a partial gap table
+    add("replication_gap", cmd=f"pdd tables {pdd_args} --results {results} --out {tables}",
+        deps=[f"{tables}/{table}.tex" for table in plan["tables"]] + all_metrics, params=params_deps(REPORT_KEYS),
+        outs=[{f"{tables}/replication_gap.{ext}": {"cache": False}} for ext in ("md", "tex")])
     add("figures", cmd=f"pdd figures {pdd_args} --results {results} --out {tables}/figures",
-        deps=[f"{run_dir}/metrics.json" for run_dir in run_dirs.values()], params=params_deps(REPORT_KEYS),
-        outs=[{f"{tables}/figures": {"cache": False}}])
-    add("explain", cmd=f"pdd explain {pdd_args} --out {tables}/explain",
-        deps=[dataset["prepared_dir"] for dataset in plan["datasets"].values()] + weights,
+        deps=all_metrics, params=params_deps(REPORT_KEYS), outs=[{f"{tables}/figures": {"cache": False}}])
+    explain = plan["explain_datasets"]
+    add("explain", cmd=f"pdd explain {pdd_args} --datasets {' '.join(explain)} --out {tables}/explain",
+        deps=[plan["datasets"][name]["prepared_dir"] for name in explain] + weights,
         params=params_deps(["data", "teachers"]), outs=[{f"{tables}/explain": {"cache": False}}])
     return stages
 

@@ -47,7 +47,7 @@ RUNS = {run["id"]: run for run in PLAN["runs"]}
 WEIGHTS = PLAN["weights"]  # teacher name -> file; empty for random-init teachers
 
 TABLE_FILES = [f"{TABLES}/{table}.tex" for table in PLAN["tables"]]
-FIGURE_DIRS = [f"{TABLES}/figures", f"{TABLES}/explain"]
+REPORT_FILES = [*TABLE_FILES, f"{TABLES}/replication_gap.tex", f"{TABLES}/figures", f"{TABLES}/explain"]
 RUN_PATTERN = "{dataset}/{variant}/{fidelity}/seed{seed}"
 
 

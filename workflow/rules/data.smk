@@ -26,6 +26,7 @@ else:
             directory(f"{PATHS['raw']}/{{dataset}}"),
         log:
             f"{LOGS}/data/{{dataset}}-download.log",
+        priority: 10  # data problems surface first, before hours of other jobs
         shell:
             "{PDD} data download {wildcards.dataset} --raw {output} > {log} 2>&1"
 
@@ -37,6 +38,7 @@ else:
             directory(f"{PATHS['prepared']}/{{dataset}}"),
         log:
             f"{LOGS}/data/{{dataset}}-prepare.log",
+        priority: 10
         params:
             seed=lambda w: DATASETS[w.dataset]["seed"],
         shell:

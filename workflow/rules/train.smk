@@ -2,6 +2,8 @@
 
 RUN_DIR = f"{RESULTS}/{RUN_PATTERN}"
 GPUS = 0 if PLAN["demo"] else 1
+# the demo's jobs are small: run them side by side rather than one multi-threaded job at a time
+TRAIN_THREADS = 1 if PLAN["demo"] else 8
 
 
 rule train:
@@ -19,7 +21,7 @@ rule train:
         run_dir=lambda w: run_of(w)["run_dir"],
         # reruns the job when a setting that changes what it computes changes (not on reporting edits)
         signature=lambda w: run_of(w)["train_sha256"],
-    threads: 8
+    threads: TRAIN_THREADS
     resources:
         gpu=GPUS,
         mem_mb=32000,
@@ -41,7 +43,7 @@ rule evaluate:
     params:
         run_dir=lambda w: run_of(w)["run_dir"],
         signature=PLAN["eval_sha256"],
-    threads: 4
+    threads: min(TRAIN_THREADS, 4)
     resources:
         gpu=GPUS,
         mem_mb=16000,
