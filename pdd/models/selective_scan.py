@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from pdd.io import atomic_path
 
-__all__ = ["selective_scan", "available_backends"]
+__all__ = ["selective_scan", "cross_scan_2d", "available_backends"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ BACKENDS = ("auto", "cuda", "kernel", "torch")
 # Elements of one (T, batch, channels, states) block in the PyTorch path: small enough to stay in
 # the CPU cache, large enough that per-block Python overhead is negligible (measured best: 2^20).
 _BLOCK_ELEMENTS = 1 << 20
+ROUTES = 4  # cross_scan_2d: row-major, column-major, and both reversed
 
 
 def selective_scan(
@@ -110,6 +111,79 @@ def available_backends() -> list[str]:
     if _mamba_scan_fn() is not None and torch.cuda.is_available():
         names.append("cuda")
     return names
+
+
+def cross_scan_2d(
+    u: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """VMamba's cross scan (SS2D v0): selective scans along four routes over an H x W grid (row-major,
+    column-major, and both reversed), each output put back at its pixel, summed, plus the D skips.
+
+    Every input is in pixel (row-major) order, so a caller never builds the routes. The ``fused`` C
+    kernel walks each route over the same memory (nothing is copied, transposed or flipped; routes and
+    skips are summed in place) but has no backward. The other backends materialise the routes and scan
+    them with `selective_scan` of that backend: the differentiable reference.
+
+    Args:
+        u: (batch, channels, L), L = height * width.
+        dt: (batch, 4, channels, L) step sizes, already biased and activated (softplus).
+        A: (4 * channels, N). B, C: (batch, 4, N, L). D: (4 * channels,).
+        backend: "auto" (``fused`` when no gradient is needed and the inputs are float32 CPU tensors,
+            else `selective_scan`'s "auto"), "fused", or a `selective_scan` backend for route-by-route scans.
+
+    Returns:
+        y of shape (batch, channels, L).
+    """
+    batch, channels, length = u.shape
+    n_state = A.shape[-1]
+    expected = {"dt": (batch, ROUTES, channels, length), "A": (ROUTES * channels, n_state),
+                "B": (batch, ROUTES, n_state, length), "C": (batch, ROUTES, n_state, length), "D": (ROUTES * channels,)}
+    for name, tensor in zip(expected, (dt, A, B, C, D)):
+        if tuple(tensor.shape) != expected[name] or height * width != length:
+            raise ValueError(f"cross_scan_2d: {name} must be {expected[name]} for u {tuple(u.shape)} on a "
+                             f"{height}x{width} grid; got {tuple(tensor.shape)}")
+    inputs = (u, dt, A, B, C, D)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    fusable = (not needs_grad and n_state <= _KERNEL_MAX_STATE and _load_kernel() is not None
+               and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in inputs))
+    if backend == "fused" and not fusable:
+        raise RuntimeError("backend='fused' needs float32 CPU tensors without gradients, N <= "
+                           f"{_KERNEL_MAX_STATE} and a working C compiler (cc); use backend='auto'")
+    if backend == "fused" or (backend == "auto" and fusable):
+        return _cross_kernel_forward(u, dt, A, B, C, D, height, width)
+
+    def routes(x: torch.Tensor) -> torch.Tensor:  # (batch, 4, ..., L) in pixel order -> each route's order
+        return torch.stack([_route_order(x[:, k], k, height, width) for k in range(ROUTES)], dim=1)
+
+    xs = routes(u.unsqueeze(1).expand(batch, ROUTES, channels, length))
+    y = selective_scan(xs.flatten(1, 2), routes(dt).flatten(1, 2), A, routes(B), routes(C), D, backend=backend)
+    y = y.view(batch, ROUTES, channels, length)
+    return sum(_pixel_order(y[:, k], k, height, width) for k in range(ROUTES))
+
+
+def _route_order(x: torch.Tensor, route: int, height: int, width: int) -> torch.Tensor:
+    """(..., L) in pixel order -> the order in which `route` visits the pixels."""
+    if route % 2:
+        x = x.unflatten(-1, (height, width)).transpose(-1, -2).flatten(-2)
+    return x.flip(-1) if route >= 2 else x
+
+
+def _pixel_order(x: torch.Tensor, route: int, height: int, width: int) -> torch.Tensor:
+    """The inverse of `_route_order`."""
+    if route >= 2:
+        x = x.flip(-1)
+    if route % 2:
+        x = x.unflatten(-1, (width, height)).transpose(-1, -2).flatten(-2)
+    return x
 
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
@@ -280,27 +354,58 @@ static inline float exp_f32(float x) {
     return x < -87.0f ? 0.0f : p;
 }
 
-/* One (batch, channel) row. Inlined with a literal n_state for the common N = 16, so that the
-   states stay in one vector register. */
+/* One time step of one row: update the n_state states in place and return <C_t, h_t>. Inlined with a
+   literal n_state for the common N = 16, so that the states stay in one vector register. */
+static inline __attribute__((always_inline)) float scan_step(
+        float* h, const float* rate, float step, float input, const float* B_t, const float* C_t,
+        const int64_t n_state) {
+    float acc = 0.0f;
+    #pragma omp simd reduction(+ : acc)
+    for (int64_t n = 0; n < n_state; ++n) {
+        h[n] = exp_f32(step * rate[n]) * h[n] + input * B_t[n];
+        acc += h[n] * C_t[n];
+    }
+    return acc;
+}
+
+/* One (batch, channel) row over time. */
 static inline __attribute__((always_inline)) void scan_row(
         const float* u_row, const float* dt_row, const float* A_row, const float* B_group,
         const float* C_group, float* y_row, int64_t length, const int64_t n_state) {
-    float h[256], decay_rate[256];
+    float h[256], rate[256];
     for (int64_t n = 0; n < n_state; ++n) {
         h[n] = 0.0f;
-        decay_rate[n] = A_row[n];
+        rate[n] = A_row[n];
     }
     for (int64_t t = 0; t < length; ++t) {
-        const float step = dt_row[t], input = step * u_row[t];
-        const float* B_t = B_group + t * n_state;
-        const float* C_t = C_group + t * n_state;
-        float acc = 0.0f;
-        #pragma omp simd reduction(+ : acc)
-        for (int64_t n = 0; n < n_state; ++n) {
-            h[n] = exp_f32(step * decay_rate[n]) * h[n] + input * B_t[n];
-            acc += h[n] * C_t[n];
+        const float step = dt_row[t];
+        y_row[t] = scan_step(h, rate, step, step * u_row[t], B_group + t * n_state, C_group + t * n_state,
+                             n_state);
+    }
+}
+
+/* One route of VMamba's cross scan for one row, adding its outputs to y_row at each pixel. Every input
+   is in pixel (row-major) order; the route only decides the visiting order: 0 row-major, 1 column-major,
+   2 and 3 the same reversed. So no route is ever copied, transposed or flipped in memory. */
+static inline __attribute__((always_inline)) void cross_route(
+        const float* u_row, const float* dt_row, const float* A_row, const float* B_route,
+        const float* C_route, float* y_row, int64_t height, int64_t width, int route, const int64_t n_state) {
+    float h[256], rate[256];
+    for (int64_t n = 0; n < n_state; ++n) {
+        h[n] = 0.0f;
+        rate[n] = A_row[n];
+    }
+    const int reverse = route >= 2, columns = route % 2;
+    const int64_t outer = columns ? width : height, inner = columns ? height : width;
+    const int64_t outer_stride = columns ? 1 : width, inner_stride = columns ? width : 1;
+    for (int64_t i = 0; i < outer; ++i) {
+        const int64_t o = reverse ? outer - 1 - i : i;
+        for (int64_t j = 0; j < inner; ++j) {
+            const int64_t p = o * outer_stride + (reverse ? inner - 1 - j : j) * inner_stride;
+            const float step = dt_row[p];
+            y_row[p] += scan_step(h, rate, step, step * u_row[p], B_route + p * n_state, C_route + p * n_state,
+                                  n_state);
         }
-        y_row[t] = acc;
     }
 }
 
@@ -320,6 +425,34 @@ void selective_scan_rows(const float* u, const float* dt, const float* A, const 
                      y + row * length, length, n_state);
     }
 }
+
+/* Rows [row_begin, row_end) of VMamba's four-route scan, summed per pixel with the D skip of every
+   route; u, y: (batch, channels, L); dt: (batch, 4, channels, L); A: (4, channels, N); B, C:
+   (batch, 4, L, N); D: (4, channels). All in pixel order, L = height * width. */
+void cross_scan_rows(const float* u, const float* dt, const float* A, const float* B, const float* C,
+                     const float* D, float* y, int64_t channels, int64_t height, int64_t width, int64_t n_state,
+                     int64_t row_begin, int64_t row_end) {
+    const int64_t length = height * width;
+    for (int64_t row = row_begin; row < row_end; ++row) {
+        const int64_t b = row / channels, c = row % channels;
+        const float* u_row = u + row * length;
+        float* y_row = y + row * length;
+        const float skip = D[c] + D[channels + c] + D[2 * channels + c] + D[3 * channels + c];
+        for (int64_t t = 0; t < length; ++t)
+            y_row[t] = skip * u_row[t];
+        for (int route = 0; route < 4; ++route) {
+            const float* dt_row = dt + ((b * 4 + route) * channels + c) * length;
+            const float* A_row = A + (route * channels + c) * n_state;
+            const int64_t route_offset = (b * 4 + route) * length * n_state;
+            if (n_state == 16)
+                cross_route(u_row, dt_row, A_row, B + route_offset, C + route_offset, y_row, height, width,
+                            route, 16);
+            else
+                cross_route(u_row, dt_row, A_row, B + route_offset, C + route_offset, y_row, height, width,
+                            route, n_state);
+        }
+    }
+}
 """
 _KERNEL_MAX_STATE = 256
 # No -ffast-math: it would let gcc drop exp_f32's rounding trick, and gcc 12 links it with code that
@@ -332,8 +465,8 @@ def _kernel_cache_dir() -> Path:
 
 
 @functools.cache
-def _load_kernel():
-    """Compile the C kernel once per source, flags and CPU (cached on disk); None when no compiler works."""
+def _load_kernel() -> ctypes.CDLL | None:
+    """Compile the C kernels once per source, flags and CPU (cached on disk); None when no compiler works."""
     if os.environ.get("PDD_SCAN_KERNEL", "1") == "0":
         return None
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
@@ -341,19 +474,21 @@ def _load_kernel():
         log.info("selective_scan: no C compiler found; using the PyTorch scan")
         return None
     key = hashlib.sha256("\n".join([_KERNEL_SOURCE, *_KERNEL_FLAGS, platform.machine(), _cpu_flags()]).encode())
-    library = _kernel_cache_dir() / f"selective_scan_{key.hexdigest()[:16]}.so"
+    path = _kernel_cache_dir() / f"selective_scan_{key.hexdigest()[:16]}.so"
     try:
-        if not library.exists():
-            with atomic_path(library) as tmp:
+        if not path.exists():
+            with atomic_path(path) as tmp:
                 subprocess.run([compiler, *_KERNEL_FLAGS, "-x", "c", "-", "-o", str(tmp)],
                                input=_KERNEL_SOURCE.encode(), check=True, capture_output=True, timeout=120)
-        kernel = ctypes.CDLL(str(library)).selective_scan_rows
+        library = ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("selective_scan: could not build the C kernel (%s); using the PyTorch scan", exc)
         return None
-    kernel.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 6
-    kernel.restype = None
-    return kernel
+    library.selective_scan_rows.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 6
+    library.cross_scan_rows.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 6
+    for function in (library.selective_scan_rows, library.cross_scan_rows):
+        function.restype = None
+    return library
 
 
 def _cpu_flags() -> str:
@@ -365,27 +500,44 @@ def _cpu_flags() -> str:
 
 
 def _kernel_forward(u, dt, A, B, C) -> torch.Tensor:
-    kernel = _load_kernel()
     batch, channels, length = u.shape
-    n_state = A.shape[1]
-    if n_state > _KERNEL_MAX_STATE:
-        raise ValueError(f"the C kernel supports N <= {_KERNEL_MAX_STATE}; use backend='torch'")
+    _check_kernel_state(A.shape[1])
     u, dt, A = u.contiguous(), dt.contiguous(), A.contiguous()
     B, C = B.transpose(-1, -2).contiguous(), C.transpose(-1, -2).contiguous()
     y = torch.empty_like(u)
-    pointers = [t.data_ptr() for t in (u, dt, A, B, C, y)]
-    rows = batch * channels
-    # ctypes releases the GIL, so threads give real parallelism; split rows evenly over torch's threads.
+    _run_rows(_load_kernel().selective_scan_rows, batch * channels, u, dt, A, B, C, y,
+              channels, B.shape[1], length, A.shape[1])
+    return y
+
+
+def _check_kernel_state(n_state: int) -> None:
+    if n_state > _KERNEL_MAX_STATE:
+        raise ValueError(f"the C kernel supports N <= {_KERNEL_MAX_STATE}; use backend='torch'")
+
+
+def _run_rows(function, rows: int, *arguments) -> None:
+    """Call `function(*pointers, *integers, row_begin, row_end)` on row ranges split evenly over torch's
+    threads: ctypes releases the GIL, so the threads run truly in parallel."""
+    values = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in arguments]
     workers = max(1, min(torch.get_num_threads(), rows))
     bounds = [rows * i // workers for i in range(workers + 1)]
 
     def run(i: int) -> None:
-        kernel(*pointers, channels, B.shape[1], length, n_state, bounds[i], bounds[i + 1])
+        function(*values, bounds[i], bounds[i + 1])
 
     if workers == 1:
         run(0)
     else:
         list(_thread_pool(workers).map(run, range(workers)))
+
+
+def _cross_kernel_forward(u, dt, A, B, C, D, height: int, width: int) -> torch.Tensor:
+    batch, channels, _ = u.shape
+    u, dt, A, D = (t.contiguous() for t in (u, dt, A, D))
+    B, C = B.transpose(-1, -2).contiguous(), C.transpose(-1, -2).contiguous()
+    y = torch.empty_like(u)
+    _run_rows(_load_kernel().cross_scan_rows, batch * channels, u, dt, A, B, C, D, y,
+              channels, height, width, A.shape[1])
     return y
 
 

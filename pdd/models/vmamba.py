@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from pdd.models.selective_scan import selective_scan
+from pdd.models.selective_scan import cross_scan_2d
 
 __all__ = ["VMamba", "vmamba_tiny", "VMAMBA_TINY_CONFIG", "checkpoint_to_vmamba_state_dict"]
 
@@ -79,31 +79,14 @@ class SS2D(nn.Module):
         # Depthwise conv on a channels-last view: PyTorch runs it in that memory format, no copy.
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
 
-        xs = x.new_empty(batch, _DIRECTIONS, d_inner, length)
-        xs[:, 0] = x.flatten(2)
-        xs[:, 1] = x.transpose(2, 3).flatten(2)
-        xs[:, 2:] = xs[:, :2].flip(-1)
-
-        x_dbl = torch.matmul(self.x_proj_weight, xs)  # (B, K, R + 2N, L)
+        # The routes are never materialised: projections are per pixel, so they run once in pixel order
+        # and `cross_scan_2d` visits the pixels in each route's order (docs: benchmarks/README.md).
+        xs = x.contiguous().view(batch, d_inner, length)
+        x_dbl = torch.matmul(self.x_proj_weight.flatten(0, 1), xs).view(batch, _DIRECTIONS, -1, length)
         dt, B, C = x_dbl.split([self.dt_rank, n_state, n_state], dim=2)
-        dt = torch.matmul(self.dt_projs_weight, dt)  # (B, K, D, L)
-        y = selective_scan(
-            xs.view(batch, -1, length),
-            dt.reshape(batch, -1, length),
-            -torch.exp(self.A_logs.float()),
-            B,
-            C,
-            self.Ds.float(),
-            delta_bias=self.dt_projs_bias.float().view(-1),
-            delta_softplus=True,
-        ).view(batch, _DIRECTIONS, d_inner, length)
-
-        # Cross-merge: undo each route and sum, straight into channels-last (B, H, W, D).
-        rows = y[:, 0] + y[:, 2].flip(-1)
-        cols = y[:, 1] + y[:, 3].flip(-1)
-        y = rows.view(batch, d_inner, height, width).permute(0, 2, 3, 1) + cols.view(
-            batch, d_inner, width, height
-        ).permute(0, 3, 2, 1)
+        dt = F.softplus(torch.matmul(self.dt_projs_weight, dt) + self.dt_projs_bias[:, :, None])  # (B, K, D, L)
+        y = cross_scan_2d(xs, dt, -torch.exp(self.A_logs.float()), B, C, self.Ds.float(), height, width)
+        y = y.view(batch, d_inner, height, width).permute(0, 2, 3, 1)  # channels-last (B, H, W, D)
         y = self.out_norm(y) * F.silu(z)
         return self.out_proj(y)
 
