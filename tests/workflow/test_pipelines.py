@@ -68,6 +68,9 @@ def test_snakemake_and_dvc_build_the_same_demo_table1(scratch_repo):
              cwd=scratch_repo))
     by_snakemake = table1.read_text()
     assert "demo" in by_snakemake.lower()
+    _ok(_run(str(BIN / "snakemake"), "paper_tables/demo/table1.tex", "--report", "report.html", "--config",
+             "profile=demo", cwd=scratch_repo))
+    assert (scratch_repo / "report.html").stat().st_size > 0
     for output in DEMO_OUTPUTS:
         shutil.rmtree(scratch_repo / output)
     _ok(_run(str(BIN / "dvc"), "repro", "demo-table1", cwd=scratch_repo))
