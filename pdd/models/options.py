@@ -141,7 +141,14 @@ class PDDOptions:
 def _fidelity_defaults(variant: Variant, fidelity: Fidelity) -> dict[str, Any]:
     defaults: dict[str, Any] = {}
     if fidelity is Fidelity.PAPER:
-        defaults.update(shared_students=False, prp_cos_sign=-1, tau_low=0.30, tau_high=0.75, cosine=Cosine.LOCAL)
+        defaults.update(
+            shared_students=False,
+            prp_cos_sign=-1,
+            tau_low=0.30,
+            tau_high=0.75,
+            cosine=Cosine.LOCAL,
+            detach_targets=True,
+        )
     if not variant.uses_vmamba:
         # RD4AD's loss has no weight; its cosine is the only term.
         defaults.update(lambda_kr=1.0)

@@ -8,6 +8,7 @@ image, which is what lets the engine cache them on disk.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +19,7 @@ from torch import nn
 from pdd.errors import ConfigError, WeightsError
 from pdd.io import sha256_file
 from pdd.models.options import PDDOptions
+from pdd.models.vmamba import VMamba, vmamba_tiny
 
 RANDOM_INIT = "random-init"
 
@@ -56,18 +58,20 @@ class WideResNetTeacher(FrozenModule):
         self.model_name = f"wide_resnet50_2.{tag}"
         self.layers = tuple(layers)
         self.seed = seed
-        self.weights_path = _existing_file(weights, "wrn_weights") if weights else None
-        kwargs: dict[str, Any] = dict(features_only=True, out_indices=self.layers, pretrained=pretrained)
-        if pretrained and self.weights_path:
-            kwargs["pretrained_cfg_overlay"] = dict(file=str(self.weights_path))
+        self.weights_path = _existing_file(weights, "wrn_weights") if pretrained and weights else None
+        from_hub = pretrained and self.weights_path is None
         try:
             with seeded(seed):
-                self.body = timm.create_model(self.model_name, **kwargs)
-        except (OSError, RuntimeError) as exc:  # hub unreachable, or a file of another architecture
+                self.body = timm.create_model(
+                    self.model_name, features_only=True, out_indices=self.layers, pretrained=from_hub
+                )
+        except (OSError, RuntimeError) as exc:  # hub unreachable
             raise WeightsError(
-                f"could not load {self.model_name} weights ({exc}). Download them once (timm hub id "
-                f"'timm/{self.model_name}') and pass the file as wrn_weights=PATH, or use pretrained=False."
+                f"could not fetch {self.model_name} weights from the timm hub ({exc}). Fetch them with "
+                "`pdd weights fetch wrn50` and pass the file as wrn_weights=PATH, or use pretrained=False."
             ) from exc
+        if pretrained and self.weights_path is not None:
+            _load_strict(self.body, self.weights_path, "wrn_weights")
         self.pretrained = pretrained
         self.freeze()
 
@@ -91,11 +95,9 @@ class VMambaTeacher(FrozenModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        from pdd.models.vmamba import VMamba, vmamba_tiny
-
         self.depths, self.dims, self.seed = tuple(depths), tuple(dims), seed
         self.pretrained = pretrained
-        self.weights_path = _existing_file(weights, "vmamba_weights") if weights else None
+        self.weights_path = _existing_file(weights, "vmamba_weights") if pretrained and weights else None
         tiny = PDDOptions()
         if pretrained and (self.depths, self.dims) != (tiny.vmamba_depths, tiny.vmamba_dims):
             raise ConfigError(
@@ -169,8 +171,29 @@ class Teachers(FrozenModule):
 def _existing_file(path: str, option: str) -> Path:
     resolved = Path(path).expanduser()
     if not resolved.is_file():
-        raise WeightsError(f"{option}={path!r} is not a file; point it at a downloaded weights file")
+        raise WeightsError(
+            f"{option}={path!r} is not a file: fetch the teacher weights first (`pdd weights fetch`) or point "
+            f"{option} at a downloaded copy; random-init teachers need no file (pretrained=False)"
+        )
     return resolved
+
+
+def _load_strict(body: nn.Module, path: Path, option: str) -> None:
+    """Load every tensor `body` has from a full-model checkpoint; extra keys (the classifier, unused layers) are
+    ignored but a missing or misshapen one is an error. (timm's own feature-model loading is non-strict and
+    would silently keep random weights for a file of another architecture.)"""
+    try:
+        state = timm.models.load_state_dict(str(path))
+        needed = body.state_dict().keys()
+        missing = sorted(set(needed) - set(state))
+        if missing:
+            raise RuntimeError(f"{len(missing)} tensors missing, e.g. {missing[:3]}")
+        body.load_state_dict({key: state[key] for key in needed}, strict=True)
+    except (RuntimeError, KeyError, ValueError, OSError) as exc:
+        raise WeightsError(
+            f"{option}={str(path)!r} does not hold {getattr(body, 'model_name', 'the teacher')} weights ({exc}); "
+            "fetch the right file with `pdd weights fetch`"
+        ) from exc
 
 
 def _weights_identity(teacher: WideResNetTeacher | VMambaTeacher) -> dict[str, Any]:
@@ -183,8 +206,6 @@ def _weights_identity(teacher: WideResNetTeacher | VMambaTeacher) -> dict[str, A
 
 def _state_dict_sha256(module: nn.Module) -> str:
     """sha256 over every tensor's name and bytes: identifies weights fetched by a library we cannot see the file of."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         digest.update(name.encode())
