@@ -1,0 +1,161 @@
+"""Shared set-up of the reliability tests: `pdd` subprocesses with injected faults, a tiny workspace,
+a local HTTP server. Every test here is marked `reliability` (select with `-m reliability`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FAULTS_DIR = Path(__file__).resolve().parent / "faults"  # sitecustomize.py: the fault injector
+PDD = (sys.executable, "-m", "pdd")
+BIN = Path(sys.executable).parent
+
+
+def pdd_env(faults: list[dict] | None = None, marker: Path | None = None) -> dict[str, str]:
+    """The environment of a `pdd` subprocess, with `faults` armed (see faults/sitecustomize.py)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if faults:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULTS_DIR), env.get("PYTHONPATH")]))
+        env["PDD_TEST_FAULTS"] = json.dumps(faults)
+        if marker is not None:
+            env["PDD_TEST_FAULT_MARKER"] = str(marker)
+    return env
+
+
+def run(command: list[str], faults: list[dict] | None = None, cwd: Path = REPO_ROOT,
+        timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, env=pdd_env(faults), capture_output=True, text=True, timeout=timeout)
+
+
+def run_pdd(*args: str, faults: list[dict] | None = None, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """`pdd ARGS` in a fresh interpreter, as a user or a workflow job runs it."""
+    return run([*PDD, *args], faults, cwd)
+
+
+def kill_at_fault(command: list[str], fault: dict, marker: Path, cwd: Path = REPO_ROOT,
+                  timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `command` until a process in it pauses at `fault`, then `kill -9` that process.
+
+    The paused process may be a child (a Snakemake job); `command` is then left to react to the
+    loss of its job and waited for. Returns the finished `command`.
+    """
+    marker.unlink(missing_ok=True)
+    process = subprocess.Popen(command, cwd=cwd, env=pdd_env([{**fault, "do": "pause"}], marker),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"{command} ended (rc {process.returncode}) before reaching {fault}:\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{command} did not reach {fault} in {timeout} s")
+        time.sleep(0.1)
+    os.kill(int(marker.read_text()), signal.SIGKILL)
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+@dataclass
+class Workspace:
+    """A tiny synthetic HeadCT at 32x32 and the params overrides that point the demo profile at it."""
+
+    root: Path
+    extra: list[str] = field(default_factory=list)
+
+    def overrides(self, *extra: str) -> list[str]:
+        return [f"paths.prepared={self.root / 'prepared'}", f"paths.cache={self.root / 'cache'}",
+                f"paths.results={self.root / 'results'}", f"paths.raw={self.root / 'raw'}",
+                f"paths.tables={self.root / 'tables'}", "data.image_size=32", "data.synthetic.size=32",
+                "data.synthetic.n_train=8", "data.synthetic.n_test=4", "train.epochs=2", "train.batch_size=4",
+                "train.eval_every=2", "train.checkpoint_every=1", "train.num_workers=0", *self.extra, *extra]
+
+    def params_args(self, *extra: str) -> list[str]:
+        return ["--params", str(REPO_ROOT / "params.yaml"), "--profile", "demo",
+                *[arg for override in self.overrides(*extra) for arg in ("--set", override)]]
+
+    def train_args(self, run_dir: Path, *extra: str, resume: bool = False) -> list[str]:
+        return ["train", *self.params_args(*extra), "--dataset", "headct", "--variant", "full", "--fidelity",
+                "code", "--seed", "0", "--out", str(run_dir), "--no-progress", *(["--resume"] if resume else [])]
+
+    def evaluate_args(self, run_dir: Path) -> list[str]:
+        return ["evaluate", "--params", str(REPO_ROOT / "params.yaml"), "--run", str(run_dir), "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Workspace:
+    from pdd.data.synthetic import generate
+
+    workspace = Workspace(tmp_path_factory.mktemp("reliability"))
+    generate(workspace.root / "prepared" / "headct", seed=0, n_train=8, n_test_normal=4, n_test_anomalous=4,
+             size=32, name="headct")
+    return workspace
+
+
+@pytest.fixture(scope="session")
+def baseline_run(workspace) -> Path:
+    """One uninterrupted `pdd train` + `pdd evaluate`: what every interrupted run must end up equal to."""
+    run_dir = workspace.root / "baseline"
+    for args in (workspace.train_args(run_dir), workspace.evaluate_args(run_dir)):
+        result = run_pdd(*args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+class _Server(ThreadingHTTPServer):
+    files: dict[str, bytes]
+    cut: set[str]
+    requests: list[tuple[str, str | None]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves `server.files`; paths in `server.cut` promise the whole file, send half and hang up."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        server: _Server = self.server
+        server.requests.append((self.path, self.headers.get("Range")))
+        if self.path.startswith("/status/"):
+            self.send_error(int(self.path.rsplit("/", 1)[1]))
+            return
+        data = server.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if self.path in server.cut:
+            server.cut.discard(self.path)
+            self.wfile.write(data[start:start + (len(data) - start) // 2])
+            self.wfile.flush()
+            self.connection.close()
+            return
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture
+def http_server():
+    """A file server on 127.0.0.1 (never the network); `url(path)` gives a file's address."""
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.files, server.cut, server.requests = {}, set(), []
+    server.url = lambda path: f"http://127.0.0.1:{server.server_address[1]}{path}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
