@@ -23,7 +23,7 @@ BIN = Path(sys.executable).parent
 
 
 def pdd_env(faults: list[dict] | None = None, marker: Path | None = None) -> dict[str, str]:
-    """The environment of a `pdd` subprocess, with `faults` armed (see faults/sitecustomize.py)."""
+    """The environment of a subprocess, with `faults` armed (see faults/sitecustomize.py)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     if faults:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULTS_DIR), env.get("PYTHONPATH")]))
@@ -33,38 +33,47 @@ def pdd_env(faults: list[dict] | None = None, marker: Path | None = None) -> dic
     return env
 
 
-def run(command: list[str], faults: list[dict] | None = None, cwd: Path = REPO_ROOT,
-        timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=cwd, env=pdd_env(faults), capture_output=True, text=True, timeout=timeout)
+class Processes:
+    """Runs `pdd` (or any command) in fresh processes, optionally with faults armed (the `procs` fixture)."""
+
+    @staticmethod
+    def run(command: list[str], faults: list[dict] | None = None, cwd: Path = REPO_ROOT,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(command, cwd=cwd, env=pdd_env(faults), capture_output=True, text=True, timeout=timeout)
+
+    def run_pdd(self, *args: str, faults: list[dict] | None = None) -> subprocess.CompletedProcess:
+        """`pdd ARGS` in a fresh interpreter, as a user or a workflow job runs it."""
+        return self.run([*PDD, *args], faults)
+
+    @staticmethod
+    def kill_at_fault(command: list[str], fault: dict, marker: Path, cwd: Path = REPO_ROOT,
+                      timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run `command` until a process in it pauses at `fault`, then `kill -9` that process.
+
+        The paused process may be a child (a Snakemake job); `command` is then left to react to the
+        loss of its job and waited for. Returns the finished `command`.
+        """
+        marker.unlink(missing_ok=True)
+        process = subprocess.Popen(command, cwd=cwd, env=pdd_env([{**fault, "do": "pause"}], marker),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            if process.poll() is not None:
+                _, err = process.communicate()
+                raise AssertionError(f"{command} ended (rc {process.returncode}) before reaching {fault}:\n"
+                                     f"{err[-3000:]}")
+            if time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"{command} did not reach {fault} in {timeout} s")
+            time.sleep(0.1)
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+        out, err = process.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
-def run_pdd(*args: str, faults: list[dict] | None = None, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
-    """`pdd ARGS` in a fresh interpreter, as a user or a workflow job runs it."""
-    return run([*PDD, *args], faults, cwd)
-
-
-def kill_at_fault(command: list[str], fault: dict, marker: Path, cwd: Path = REPO_ROOT,
-                  timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `command` until a process in it pauses at `fault`, then `kill -9` that process.
-
-    The paused process may be a child (a Snakemake job); `command` is then left to react to the
-    loss of its job and waited for. Returns the finished `command`.
-    """
-    marker.unlink(missing_ok=True)
-    process = subprocess.Popen(command, cwd=cwd, env=pdd_env([{**fault, "do": "pause"}], marker),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    while not marker.exists():
-        if process.poll() is not None:
-            out, err = process.communicate()
-            raise AssertionError(f"{command} ended (rc {process.returncode}) before reaching {fault}:\n{err[-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"{command} did not reach {fault} in {timeout} s")
-        time.sleep(0.1)
-    os.kill(int(marker.read_text()), signal.SIGKILL)
-    out, err = process.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
+@pytest.fixture(scope="session")
+def procs() -> Processes:
+    return Processes()
 
 
 @dataclass
@@ -104,11 +113,11 @@ def workspace(tmp_path_factory) -> Workspace:
 
 
 @pytest.fixture(scope="session")
-def baseline_run(workspace) -> Path:
+def baseline_run(workspace, procs) -> Path:
     """One uninterrupted `pdd train` + `pdd evaluate`: what every interrupted run must end up equal to."""
     run_dir = workspace.root / "baseline"
     for args in (workspace.train_args(run_dir), workspace.evaluate_args(run_dir)):
-        result = run_pdd(*args)
+        result = procs.run_pdd(*args)
         assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
