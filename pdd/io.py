@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -10,26 +11,39 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from pdd.errors import PDDError
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success fsync it and rename it over `target`.
 
-    On any exception the temporary file is removed and `target` keeps its previous content.
+    On any exception the temporary file is removed and `target` keeps its previous content. A full
+    disk (or quota) becomes a PDDError that says so, since the OS error alone reads like a bug.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
         _fsync_dir(target.parent)
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        raise PDDError(
+            f"no space left on the device while writing {target} ({exc.strerror}); its previous content, if any, "
+            "is kept. Free disk space and run the command again (training continues with --resume)"
+        ) from exc
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 

@@ -78,8 +78,9 @@ class CheckpointManager:
     def save(self, state: dict[str, Any], epoch: int, *, final: bool = False) -> Path:
         """Write `last.pt` (and `epoch_XXX.pt` every `keep_every` epochs or when `final`), atomically."""
         payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, **state}
-        with atomic_path(self.last_path) as tmp:
-            torch.save(payload, tmp)
+        # through a Python file object, so that a full disk raises OSError(ENOSPC), not an opaque RuntimeError
+        with atomic_path(self.last_path) as tmp, open(tmp, "wb") as handle:
+            torch.save(payload, handle)
         if final or epoch % self.keep_every == 0:
             with atomic_path(self.directory / epoch_checkpoint_name(epoch)) as tmp:
                 shutil.copyfile(self.last_path, tmp)
