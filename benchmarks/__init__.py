@@ -1,0 +1,1 @@
+"""CPU benchmarks of pdd: run them all with ``python -m benchmarks [--quick]`` (see benchmarks/README.md)."""

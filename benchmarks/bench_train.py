@@ -1,0 +1,103 @@
+"""One training step of `full` on cached teacher features against a wide_resnet50_2 training step.
+
+Both steps are forward + backward + Adam on a batch at the same resolution, measured in the same run;
+the figure of merit is achieved GFLOP/s (FLOPs from torch.utils.flop_counter), since the two do
+different amounts of work. The PDD step is measured in the default (contiguous) layout and in
+channels_last. Peak RSS of a real first-epoch step (teachers computed, no cache) is measured in a
+fresh process.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import Ratio, Settings, count_flops, median_seconds, run_isolated
+from pdd.engine.schedule import build_optimizer
+from pdd.models import build_pdd
+
+BATCH = 10  # the authors' batch size
+PEAK_RSS_LIMIT_GIB = 8
+
+
+def pdd_step(memory_format: torch.memory_format, batch: int, size: int):
+    """A `full` model, its cached-feature batch and one optimiser step on it, in `memory_format`."""
+    torch.manual_seed(0)
+    model = build_pdd("full", "code", pretrained=False).train()
+    images = torch.randn(batch, 3, size, size)
+    with torch.no_grad():
+        features = model.teacher_features(images)
+    model.to(memory_format=memory_format)
+    features = {name: f.contiguous(memory_format=memory_format) for name, f in features.items()}
+    optimizer = build_optimizer(model.student_parameters(), 2e-3, (0.5, 0.999))
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model.loss_from_features(features)["total"].backward()
+        optimizer.step()
+
+    return step
+
+
+def wrn50_step(batch: int, size: int):
+    torch.manual_seed(0)
+    model = timm.create_model("wide_resnet50_2", pretrained=False).train()
+    images, labels = torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,))
+    optimizer = build_optimizer(model.parameters(), 2e-3, (0.5, 0.999))
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    return step
+
+
+def measure(step, batch: int, repeats: int) -> dict:
+    flops = count_flops(step)  # also the warm-up: the first Adam step allocates its state
+    seconds, _ = median_seconds(step, repeats, warmup=0)
+    return {"seconds_per_step": seconds, "images_per_s": batch / seconds,
+            "gflops_per_step": flops / 1e9, "gflops_per_s": flops / seconds / 1e9}
+
+
+PEAK_RSS_PROBE = """
+import torch
+from pdd.models import build_pdd
+from pdd.engine.schedule import build_optimizer
+torch.manual_seed(0)
+model = build_pdd("full", "code", pretrained=False).train()
+optimizer = build_optimizer(model.student_parameters(), 2e-3, (0.5, 0.999))
+for _ in range(2):
+    images = torch.randn({batch}, 3, {size}, {size})
+    with torch.no_grad():
+        features = model.teacher_features(images)
+    optimizer.zero_grad(set_to_none=True)
+    model.loss_from_features(features)["total"].backward()
+    optimizer.step()
+"""
+
+
+def run(settings: Settings) -> dict:
+    batch, size = (2, settings.image_size) if settings.quick else (BATCH, settings.image_size)
+    report = {"batch": batch, "size": size,
+              "wide_resnet50_2": measure(wrn50_step(batch, size), batch, settings.repeats)}
+    for name, memory_format in (("pdd_full", torch.contiguous_format), ("pdd_full_channels_last", torch.channels_last)):
+        report[name] = measure(pdd_step(memory_format, batch, size), batch, settings.repeats)
+    wrn, best = report["wide_resnet50_2"], max(
+        ("pdd_full", "pdd_full_channels_last"), key=lambda name: report[name]["gflops_per_s"])
+    pdd = report[best]
+    probe = run_isolated(PEAK_RSS_PROBE.format(batch=batch, size=size))
+    report["peak_rss_bytes"] = probe["peak_rss_bytes"]
+    report["ratios"] = [
+        Ratio(f"train step `full` (cached features) vs WRN50-2 step, GFLOP/s ({size}², batch {batch})",
+              pdd["gflops_per_s"] / wrn["gflops_per_s"], ">= 0.7",
+              detail=f"{best}: {pdd['gflops_per_s']:.1f} vs {wrn['gflops_per_s']:.1f} GFLOP/s; "
+                     f"{pdd['images_per_s']:.2f} img/s ({pdd['gflops_per_step'] / batch:.0f} GFLOP/img)"),
+        Ratio("train step `full`: channels_last vs contiguous",
+              report["pdd_full"]["seconds_per_step"] / report["pdd_full_channels_last"]["seconds_per_step"],
+              detail="speed-up of channels_last (> 1 means faster)"),
+        Ratio(f"peak RSS of training, first epoch ({size}², batch {batch})", probe["peak_rss_bytes"] / 2**30,
+              f"<= {PEAK_RSS_LIMIT_GIB}", unit="GiB", detail="fresh process: teachers + students + Adam"),
+    ]
+    return report

@@ -1,0 +1,119 @@
+"""What every benchmark shares: medians of repeated timings, FLOP counts, the machine, and ratio rows.
+
+Timings on a shared CPU are noisy, so every benchmark reports *ratios* of two things measured in the
+same run (our path against a baseline), each from the median of several timed repetitions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard to measure: `quick` shrinks inputs and repetitions so the whole suite takes minutes."""
+
+    quick: bool = False
+    repeats: int = 3
+
+    @property
+    def image_size(self) -> int:
+        return 128 if self.quick else 256
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """One line of the summary table: `value` of `name` (ours / baseline, or a measured quantity) and its target."""
+
+    name: str
+    value: float
+    target: str = ""  # e.g. ">= 0.5"; empty for figures that are only reported
+    unit: str = "x"
+    detail: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if not self.target:
+            return None
+        operator, bound = self.target.split()
+        return self.value >= float(bound) if operator == ">=" else self.value <= float(bound)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "met": self.met}
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, Any]:
+    """Median wall time of `repeats` calls after `warmup` untimed ones, and the last result."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call as torch.utils.flop_counter sees them (matmuls and convolutions, forward and backward)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on, including how busy the CPU was (timings are only comparable within a run)."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": [round(x, 2) for x in load] if load else None,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_isolated(code: str, timeout: float = 1800) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter; return the JSON object it prints last, plus its own peak RSS.
+
+    A fresh process is the only honest way to measure a peak resident set: this one has already
+    touched memory for other benchmarks.
+    """
+    epilogue = ("\nimport json as _j, resource as _r\n"
+                "print(_j.dumps({'peak_rss_bytes': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss * 1024}))\n")
+    completed = subprocess.run([sys.executable, "-c", code + epilogue], capture_output=True, text=True,
+                               timeout=timeout, check=False)
+    if completed.returncode:
+        raise RuntimeError(f"benchmark subprocess failed:\n{completed.stderr[-4000:]}")
+    report: dict[str, Any] = {}
+    for line in completed.stdout.splitlines():
+        if line.startswith("{"):
+            report.update(json.loads(line))
+    return report
