@@ -16,6 +16,8 @@ from pdd.engine.results import read_metrics
 from pdd.errors import DataError
 
 METRICS_FILE = "metrics.json"
+# results/<dataset>/<variant>/<fidelity>/seed<k>/metrics.json; dvclive writes its own dvclive/metrics.json below
+RUN_METRICS_GLOB = f"*/*/*/seed*/{METRICS_FILE}"
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class ResultsIndex:
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"results directory {root} does not exist; train and evaluate runs first or pass --results")
-        return cls(root, (load_run(path) for path in sorted(root.rglob(METRICS_FILE))))
+        return cls(root, (load_run(path) for path in sorted(root.glob(RUN_METRICS_GLOB))))
 
     def run(self, key: RunKey) -> Run:
         try:
