@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pdd.errors import DataError  # noqa: E402
 from pdd.io import atomic_path  # noqa: E402
@@ -67,7 +69,7 @@ def styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
 def save_figure(fig: Figure, stem: Path, demo: bool) -> list[Path]:
     """Write `<stem>.pdf` and `<stem>.png` atomically, with the demo banner when `demo`."""
     if demo:
-        fig.text(0.5, 0.995, DEMO_BANNER, ha="center", va="top", color="red", fontsize=8, fontweight="bold")
+        add_banner(fig)
     paths = []
     with matplotlib.rc_context(RC_PARAMS):
         for ext, metadata in (("pdf", PDF_METADATA), ("png", PNG_METADATA)):
@@ -77,6 +79,20 @@ def save_figure(fig: Figure, stem: Path, demo: bool) -> list[Path]:
             paths.append(path)
     plt.close(fig)
     return paths
+
+
+def add_banner(fig: Figure, band_inches: float = 0.3) -> None:
+    """Grow the figure by a band at the top and write the demo banner there, over nothing else."""
+    height = fig.get_figheight()
+    shrink = height / (height + band_inches)
+    fig.set_figheight(height + band_inches)
+    for ax in fig.axes:
+        x, y, w, h = ax.get_position().bounds
+        ax.set_position([x, y * shrink, w, h * shrink])
+    for text in (child for child in fig.get_children() if isinstance(child, Text)):  # suptitle and fig.text
+        text.set_y(text.get_position()[1] * shrink)
+    fig.text(0.5, 1 - 0.5 * (1 - shrink), DEMO_BANNER, ha="center", va="center", color="red", fontsize=8,
+             fontweight="bold")
 
 
 def run_is_demo(run_dir: Path) -> bool:
@@ -117,6 +133,7 @@ def loss_curves_figure(run_dir: Path, title: str) -> Figure:
         ax.plot(epochs, values, marker="o" if len(values) < 20 else None, markersize=3)
         ax.set_title(rf"$\mathcal{{L}}_{{{term.split('_', 1)[1]}}}$")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("mean loss per epoch")
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1, 0.9))
