@@ -65,8 +65,8 @@ class TeacherFeatureCache:
             return None
 
     def _store(self, image_sha256: str, features: Features) -> None:
-        with atomic_path(self._entry(image_sha256)) as tmp:
-            torch.save(features, tmp)
+        with atomic_path(self._entry(image_sha256)) as tmp, open(tmp, "wb") as handle:
+            torch.save(features, handle)  # a file object: a full disk raises ENOSPC, not an opaque RuntimeError
 
     def features(
         self, compute: Callable[[torch.Tensor], Features], images: torch.Tensor, image_sha256s: Sequence[str]
