@@ -59,7 +59,9 @@ class TeacherFusion(nn.Module):
 
     def __init__(self, vmamba_channels: tuple[int, int, int, int], wrn_channels=(256, 512, 1024, 2048)) -> None:
         super().__init__()
-        self.ina = nn.ModuleList(ChannelAdapter(c_in, c_out) for c_in, c_out in zip(vmamba_channels[:3], wrn_channels[:3]))
+        self.ina = nn.ModuleList(
+            ChannelAdapter(c_in, c_out) for c_in, c_out in zip(vmamba_channels[:3], wrn_channels[:3], strict=True)
+        )
         self.mmu = ChannelAdapter(vmamba_channels[3], wrn_channels[3])
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:

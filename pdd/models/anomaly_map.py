@@ -7,7 +7,7 @@ bilinearly (align_corners=True) to the input size, then smoothed by a Gaussian o
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,7 @@ code at 1/32 of the input and give three maps, 1024@1/16, 512@1/8 and 256@1/4.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -121,7 +121,9 @@ class OneClassBottleneck(nn.Module):
         self.from_level2 = nn.Sequential(*_conv3x3_bn_relu(c2, c3, 2))
         fused = 3 * c3
         out_channels = planes * Bottleneck.expansion
-        downsample = nn.Sequential(nn.Conv2d(fused, out_channels, 1, stride=2, bias=False), nn.BatchNorm2d(out_channels))
+        downsample = nn.Sequential(
+            nn.Conv2d(fused, out_channels, 1, stride=2, bias=False), nn.BatchNorm2d(out_channels)
+        )
         self.embed = nn.Sequential(
             Bottleneck(fused, planes, stride=2, downsample=downsample, base_width=WIDE_BASE_WIDTH),
             *(Bottleneck(out_channels, planes, base_width=WIDE_BASE_WIDTH) for _ in range(blocks - 1)),

@@ -7,7 +7,7 @@ weights 0.02/0.02/0.5 only make sense for it; pdd_official_code.md §2.2 item 5)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pdd.errors import ConfigError
+from pdd.models.weights import WRN50_TAGS
 
 
 class Variant(str, enum.Enum):
@@ -51,9 +52,6 @@ class Cosine(str, enum.Enum):
 
     GLOBAL = "global"  # one cosine per sample over the flattened C*H*W vector (released code)
     LOCAL = "local"  # channel cosine at every position, averaged over positions (paper, RD4AD paper eq. 3)
-
-
-WRN_TAGS = ("racm_in1k", "tv_in1k")
 
 
 @dataclass(frozen=True)
@@ -96,9 +94,7 @@ class PDDOptions:
         known = {f.name for f in dataclasses.fields(cls)} - {"variant", "fidelity"}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown model option(s) {unknown}; valid options are: {', '.join(sorted(known))}"
-            )
+            raise ConfigError(f"unknown model option(s) {unknown}; valid options are: {', '.join(sorted(known))}")
         values = dict(_fidelity_defaults(variant, fidelity))
         values.update(overrides)
         if "cosine" in values:
@@ -113,8 +109,8 @@ class PDDOptions:
     def validate(self) -> None:
         if self.prp_cos_sign not in (1, -1):
             raise ConfigError(f"prp_cos_sign must be +1 (code: +cos) or -1 (paper: 1-cos), got {self.prp_cos_sign!r}")
-        if self.wrn_tag not in WRN_TAGS:
-            raise ConfigError(f"wrn_tag must be one of {WRN_TAGS}, got {self.wrn_tag!r}")
+        if self.wrn_tag not in WRN50_TAGS:
+            raise ConfigError(f"wrn_tag must be one of {WRN50_TAGS}, got {self.wrn_tag!r}")
         if not 0 <= self.low_dim_layers <= 3:
             raise ConfigError(f"low_dim_layers must be in 0..3 (there are 3 levels), got {self.low_dim_layers}")
         if len(self.vmamba_depths) != 4 or len(self.vmamba_dims) != 4:

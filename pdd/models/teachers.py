@@ -8,20 +8,18 @@ image, which is what lets the engine cache them on disk.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import timm
 import torch
 from torch import nn
 
 from pdd.errors import ConfigError, WeightsError
-from pdd.io import sha256_file
 from pdd.models.options import PDDOptions
 from pdd.models.vmamba import VMamba, vmamba_tiny
-
-RANDOM_INIT = "random-init"
+from pdd.models.weights import RANDOM_INIT, load_checkpoint, resolve_weights, weights_fingerprint, wrn50_weights_spec
 
 
 class FrozenModule(nn.Module):
@@ -44,7 +42,12 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 class WideResNetTeacher(FrozenModule):
-    """timm `wide_resnet50_2` returning the outputs of `layers` (1 = layer1 ... 4 = layer4)."""
+    """timm `wide_resnet50_2` returning the outputs of `layers` (1 = layer1 ... 4 = layer4).
+
+    Pretrained weights are resolved by `pdd.models.weights` (the given file, else the cache, else a verified
+    download) and loaded strictly here: timm's own loading into a feature model is non-strict and would keep
+    random weights for a file of another architecture without a word.
+    """
 
     def __init__(
         self,
@@ -58,21 +61,11 @@ class WideResNetTeacher(FrozenModule):
         self.model_name = f"wide_resnet50_2.{tag}"
         self.layers = tuple(layers)
         self.seed = seed
-        self.weights_path = _existing_file(weights, "wrn_weights") if pretrained and weights else None
-        from_hub = pretrained and self.weights_path is None
-        try:
-            with seeded(seed):
-                self.body = timm.create_model(
-                    self.model_name, features_only=True, out_indices=self.layers, pretrained=from_hub
-                )
-        except (OSError, RuntimeError) as exc:  # hub unreachable
-            raise WeightsError(
-                f"could not fetch {self.model_name} weights from the timm hub ({exc}). Fetch them with "
-                "`pdd weights fetch wrn50` and pass the file as wrn_weights=PATH, or use pretrained=False."
-            ) from exc
-        if pretrained and self.weights_path is not None:
-            _load_strict(self.body, self.weights_path, "wrn_weights")
-        self.pretrained = pretrained
+        with seeded(seed):
+            self.body = timm.create_model(self.model_name, features_only=True, out_indices=self.layers)
+        self.weights_file = resolve_weights(wrn50_weights_spec(tag), weights) if pretrained else None
+        if self.weights_file is not None:
+            _load_strict(self.body, self.weights_file, self.model_name)
         self.freeze()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -96,8 +89,6 @@ class VMambaTeacher(FrozenModule):
     ) -> None:
         super().__init__()
         self.depths, self.dims, self.seed = tuple(depths), tuple(dims), seed
-        self.pretrained = pretrained
-        self.weights_path = _existing_file(weights, "vmamba_weights") if pretrained and weights else None
         tiny = PDDOptions()
         if pretrained and (self.depths, self.dims) != (tiny.vmamba_depths, tiny.vmamba_dims):
             raise ConfigError(
@@ -105,10 +96,8 @@ class VMambaTeacher(FrozenModule):
                 "overrides or set pretrained=False"
             )
         with seeded(seed):
-            if pretrained:
-                self.body = vmamba_tiny(pretrained=True, weights=weights)
-            else:
-                self.body = VMamba(depths=self.depths, dims=self.dims)
+            self.body = vmamba_tiny(pretrained=True, weights=weights) if pretrained else VMamba(self.depths, self.dims)
+        self.weights_file = getattr(self.body, "weights_file", None)
         self.freeze()
 
     @property
@@ -121,12 +110,8 @@ class VMambaTeacher(FrozenModule):
             return list(self.body.forward_features(x))
 
     def fingerprint(self) -> dict[str, Any]:
-        return {
-            "name": "vmamba_tiny" if self.pretrained else "vmamba",
-            "depths": list(self.depths),
-            "dims": list(self.dims),
-            **_weights_identity(self),
-        }
+        name = "vmamba_tiny" if self.weights_file is not None else "vmamba"
+        return {"name": name, "depths": list(self.depths), "dims": list(self.dims), **_weights_identity(self)}
 
 
 class Teachers(FrozenModule):
@@ -168,46 +153,23 @@ class Teachers(FrozenModule):
         return out
 
 
-def _existing_file(path: str, option: str) -> Path:
-    resolved = Path(path).expanduser()
-    if not resolved.is_file():
-        raise WeightsError(
-            f"{option}={path!r} is not a file: fetch the teacher weights first (`pdd weights fetch`) or point "
-            f"{option} at a downloaded copy; random-init teachers need no file (pretrained=False)"
-        )
-    return resolved
-
-
-def _load_strict(body: nn.Module, path: Path, option: str) -> None:
-    """Load every tensor `body` has from a full-model checkpoint; extra keys (the classifier, unused layers) are
-    ignored but a missing or misshapen one is an error. (timm's own feature-model loading is non-strict and
-    would silently keep random weights for a file of another architecture.)"""
+def _load_strict(body: nn.Module, path: Path, model_name: str) -> None:
+    """Load every tensor `body` has from a full-model checkpoint; the extra ones (classifier, unused layers)
+    are ignored, a missing or misshapen one is an error."""
+    state = load_checkpoint(path)
+    needed = body.state_dict().keys()
+    missing = sorted(set(needed) - set(state))
     try:
-        state = timm.models.load_state_dict(str(path))
-        needed = body.state_dict().keys()
-        missing = sorted(set(needed) - set(state))
         if missing:
-            raise RuntimeError(f"{len(missing)} tensors missing, e.g. {missing[:3]}")
+            raise RuntimeError(f"{len(missing)} tensors are missing, e.g. {missing[:3]}")
         body.load_state_dict({key: state[key] for key in needed}, strict=True)
-    except (RuntimeError, KeyError, ValueError, OSError) as exc:
+    except RuntimeError as exc:
         raise WeightsError(
-            f"{option}={str(path)!r} does not hold {getattr(body, 'model_name', 'the teacher')} weights ({exc}); "
-            "fetch the right file with `pdd weights fetch`"
+            f"{path} does not hold {model_name} weights ({exc}); fetch the right file with `pdd weights fetch wrn50`"
         ) from exc
 
 
 def _weights_identity(teacher: WideResNetTeacher | VMambaTeacher) -> dict[str, Any]:
-    if not teacher.pretrained:
+    if teacher.weights_file is None:
         return {"weights": RANDOM_INIT, "seed": teacher.seed}
-    if teacher.weights_path is not None:
-        return {"weights": sha256_file(teacher.weights_path)}
-    return {"weights": _state_dict_sha256(teacher)}
-
-
-def _state_dict_sha256(module: nn.Module) -> str:
-    """sha256 over every tensor's name and bytes: identifies weights fetched by a library we cannot see the file of."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return {"weights": weights_fingerprint(teacher.weights_file)}

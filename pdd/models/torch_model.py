@@ -15,7 +15,8 @@ full     WRN50 + VMamba / InA + MMU    prior and plain                 L_kr, L_p
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn

@@ -6,9 +6,9 @@ import pytest
 import timm
 import torch
 
-from pdd.errors import WeightsError
+from pdd.errors import ConfigError, WeightsError
 from pdd.io import sha256_file
-from pdd.models.teachers import WideResNetTeacher
+from pdd.models.teachers import VMambaTeacher, WideResNetTeacher
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +40,18 @@ def test_local_weights_file_is_loaded_and_fingerprinted(wrn_file):
 
 
 def test_missing_or_foreign_weights_raise_weights_error(tmp_path):
-    with pytest.raises(WeightsError, match="pdd weights fetch"):
+    with pytest.raises(WeightsError, match="does not exist"):
         WideResNetTeacher(pretrained=True, weights=str(tmp_path / "absent.pth"))
     foreign = tmp_path / "foreign.pth"
-    torch.save({"fc.weight": torch.zeros(2, 2)}, foreign)
-    with pytest.raises(WeightsError, match="wrn_weights"):
+    torch.save({"fc.weight": torch.zeros(2, 2), "conv1.weight": torch.zeros(64, 3, 7, 7)}, foreign)
+    with pytest.raises(WeightsError, match="pdd weights fetch wrn50"):
         WideResNetTeacher(pretrained=True, weights=str(foreign))
+    misshapen = tmp_path / "misshapen.pth"
+    state = WideResNetTeacher(layers=(1,)).body.state_dict()
+    state["conv1.weight"] = torch.zeros(64, 1, 7, 7)
+    torch.save(state, misshapen)
+    with pytest.raises(WeightsError, match="size mismatch"):
+        WideResNetTeacher(pretrained=True, weights=str(misshapen), layers=(1,))
 
 
 def test_teacher_ignores_train_mode():
@@ -55,3 +61,8 @@ def test_teacher_ignores_train_mode():
     stats = teacher.body.state_dict()["bn1.running_mean"].clone()
     teacher(torch.randn(2, 3, 32, 32) * 5 + 2)
     assert torch.equal(stats, teacher.body.state_dict()["bn1.running_mean"])
+
+
+def test_pretrained_vmamba_must_be_tiny():
+    with pytest.raises(ConfigError, match="VMamba-Tiny"):
+        VMambaTeacher(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), pretrained=True)
