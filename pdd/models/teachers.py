@@ -66,6 +66,7 @@ class WideResNetTeacher(FrozenModule):
         self.weights_file = resolve_weights(wrn50_weights_spec(tag), weights) if pretrained else None
         if self.weights_file is not None:
             _load_strict(self.body, self.weights_file, self.model_name)
+        self.weights_id = weights_fingerprint(self.weights_file)  # hashed once: the engine asks repeatedly
         self.freeze()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -98,6 +99,7 @@ class VMambaTeacher(FrozenModule):
         with seeded(seed):
             self.body = vmamba_tiny(pretrained=True, weights=weights) if pretrained else VMamba(self.depths, self.dims)
         self.weights_file = getattr(self.body, "weights_file", None)
+        self.weights_id = weights_fingerprint(self.weights_file)
         self.freeze()
 
     @property
@@ -170,6 +172,7 @@ def _load_strict(body: nn.Module, path: Path, model_name: str) -> None:
 
 
 def _weights_identity(teacher: WideResNetTeacher | VMambaTeacher) -> dict[str, Any]:
+    """The weights' sha256, or "random-init" and the seed that makes the init reproducible."""
     if teacher.weights_file is None:
         return {"weights": RANDOM_INIT, "seed": teacher.seed}
-    return {"weights": weights_fingerprint(teacher.weights_file)}
+    return {"weights": teacher.weights_id}
