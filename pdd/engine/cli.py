@@ -48,6 +48,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from pdd.engine.evaluate import evaluate_run
+    from pdd.engine.metrics import METRIC_NAMES
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     document = evaluate_run(args.run, args.params, profile=args.profile, overrides=args.overrides,
@@ -55,6 +56,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     for scoring, results in document["metrics"].items():
         for selection in ("last", "best_of_test"):
             pooled = results[selection]["pooled"]
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in pooled.items() if v is not None)
+            shown = ", ".join(f"{name} {pooled[name]:.4f}" for name in METRIC_NAMES if pooled[name] is not None)
             print(f"{scoring} {selection} (epoch {results[selection]['epoch']}): {shown}")
     return 0

@@ -46,7 +46,7 @@ class ScoredTestSet:
     labels: list[int] = field(default_factory=list)
     has_mask: list[bool] = field(default_factory=list)
     scores: dict[str, list[float]] = field(default_factory=dict)
-    # full-size maps and masks of the images pixel metrics use (normal ones and anomalous ones with a mask)
+    # full-size maps and masks of the images whose pixel truth is known (the data's `has_mask`)
     pixel_rows: list[int] = field(default_factory=list)
     masks: list[np.ndarray] = field(default_factory=list)
     maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -137,7 +137,7 @@ def _record(
     for scoring, (_, scores) in outputs.items():
         result.scores[scoring].append(float(scores[row]))
     mask = (batch["mask"][row, 0] > 0.5).to(torch.uint8).numpy()
-    if label == 0 or has_mask:
+    if has_mask:
         result.pixel_rows.append(index)
         result.masks.append(mask)
         for scoring, values in maps.items():

@@ -100,9 +100,10 @@ def compute_metrics(
 ) -> dict[str, dict]:
     """`{"pooled": {...}, "per_class": {cls: {...}}}` with the five metrics of `METRIC_NAMES`.
 
-    Pixel metrics use the normal images plus the anomalous images that have a mask; they are None when
-    no anomalous image has one. Pooled numbers are computed on the pooled scores (as the authors' multi-
-    class script), not averaged over classes; `per_class` stays empty for single-class sets.
+    Pixel metrics use the images whose pixel truth is known (`has_mask`: anomalous images with a mask,
+    normal images of annotated classes); they are None when no anomalous image has a mask. Pooled
+    numbers are computed on the pooled scores (as the authors' multi-class script), not averaged over
+    classes; `per_class` stays empty for single-class sets.
     """
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
@@ -113,7 +114,7 @@ def compute_metrics(
 
     def metrics_for(selection: np.ndarray) -> dict[str, float | None]:
         result = image_metrics(labels[selection], scores[selection])
-        pixel_selection = selection & ((labels == 0) | has_mask)
+        pixel_selection = selection & has_mask
         if masks is None or not np.any(pixel_selection & (labels == 1)):
             return {**result, "pixel_AUROC": None, "pixel_AUPRO": None}
         selected_masks, selected_maps = masks[pixel_selection], maps[pixel_selection]

@@ -87,7 +87,7 @@ def test_pooled_and_per_class_and_masks_only_where_present():
     masks = np.zeros((8, 8, 8), dtype=np.uint8)
     masks[1, 2:4, 2:4] = masks[3, 5:7, 1:3] = 1  # the brain anomalies have masks, chest ones do not
     maps = rng.random(masks.shape) + masks
-    has_mask = np.array([True, True, True, True, True, False, False, True])
+    has_mask = np.array([True, True, True, True, True, False, False, False])
     result = compute_metrics(labels, scores, classes, masks, maps, has_mask)
 
     assert result["pooled"]["image_AUROC"] == pytest.approx(roc_auc_score(labels, scores))
@@ -95,8 +95,8 @@ def test_pooled_and_per_class_and_masks_only_where_present():
     assert result["per_class"]["chest"]["pixel_AUROC"] is None
     brain = result["per_class"]["brain"]["pixel_AUROC"]
     assert brain == pytest.approx(roc_auc_score(masks[:4].reshape(-1), maps[:4].reshape(-1)))
-    # pooled pixel metrics: normal images of both classes + the brain anomalies, not the mask-less ones
-    keep = np.array([0, 1, 2, 3, 4, 7])
+    # pooled pixel metrics use exactly the images whose pixel truth is known (has_mask), normal or not
+    keep = np.array([0, 1, 2, 3, 4])
     expected = roc_auc_score(masks[keep].reshape(-1), maps[keep].reshape(-1))
     assert result["pooled"]["pixel_AUROC"] == pytest.approx(expected)
 
