@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pdd.errors import PDDError
+
 # evaluation runs on rank 0 while the other ranks wait in a barrier: allow for a slow CPU evaluation
 _PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=2)
 
@@ -50,6 +52,21 @@ class DistributedContext:
         values = values.detach().clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values / self.world_size
+
+    def check_replicas(self, parameters: list[torch.Tensor], epoch: int) -> None:
+        """Fail loudly if the ranks' model replicas have drifted apart (they must stay bitwise equal)."""
+        if not self.enabled:
+            return
+        checksum = torch.stack([p.detach().double().sum() for p in parameters]).sum().reshape(1).to(self.device)
+        low, high = checksum.clone(), checksum.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if low.item() != high.item():
+            raise PDDError(
+                f"after epoch {epoch} the model replicas of the {self.world_size} processes differ "
+                f"(parameter checksums {low.item()!r} to {high.item()!r}); gradients were not synchronised, "
+                "so this run is invalid: report it with the torch version and launcher command"
+            )
 
     def broadcast_object(self, obj: object) -> object:
         if not self.enabled:

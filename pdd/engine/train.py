@@ -166,6 +166,7 @@ class _Trainer:
                 means = self._train_epoch(live, bar)
                 self.epoch += 1
                 self.scheduler.step()
+                self.context.check_replicas(self.model.student_parameters(), self.epoch)
                 if self.context.is_main:
                     metrics = None
                     if self.epoch % self.train_cfg.eval_every == 0 or self.epoch == self.train_cfg.epochs:
