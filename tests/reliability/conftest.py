@@ -46,13 +46,11 @@ class Processes:
         return self.run([*PDD, *args], faults)
 
     @staticmethod
-    def kill_at_fault(command: list[str], fault: dict, marker: Path, cwd: Path = REPO_ROOT,
-                      timeout: float = 600) -> subprocess.CompletedProcess:
-        """Run `command` until a process in it pauses at `fault`, then `kill -9` that process.
+    def start_paused(command: list[str], fault: dict, marker: Path, cwd: Path = REPO_ROOT,
+                     timeout: float = 600) -> tuple[subprocess.Popen, int]:
+        """Start `command` and wait until a process in it pauses at `fault`; returns it and the paused pid.
 
-        The paused process may be a child (a Snakemake job); `command` is then left to react to the
-        loss of its job and waited for. Returns the finished `command`.
-        """
+        The paused process may be a child of `command` (a Snakemake job)."""
         marker.unlink(missing_ok=True)
         process = subprocess.Popen(command, cwd=cwd, env=pdd_env([{**fault, "do": "pause"}], marker),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -66,7 +64,14 @@ class Processes:
                 process.kill()
                 raise AssertionError(f"{command} did not reach {fault} in {timeout} s")
             time.sleep(0.1)
-        os.kill(int(marker.read_text()), signal.SIGKILL)
+        return process, int(marker.read_text())
+
+    def kill_at_fault(self, command: list[str], fault: dict, marker: Path, cwd: Path = REPO_ROOT,
+                      timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run `command` until a process in it pauses at `fault`, `kill -9` that process, and let `command`
+        react to the loss (a Snakemake job failing) before returning it."""
+        process, paused = self.start_paused(command, fault, marker, cwd, timeout)
+        os.kill(paused, signal.SIGKILL)
         out, err = process.communicate(timeout=timeout)
         return subprocess.CompletedProcess(command, process.returncode, out, err)
 
