@@ -207,6 +207,7 @@ def evaluate_run(
     params = record.load_params(params_file, profile, list(overrides))
     started = time.perf_counter()
     with runs.run_lock(run_dir):
+        runs.check_same_split(params, record)
         checkpoint = runs.checkpoints(run_dir, params).load_latest()
         if checkpoint is None or checkpoint["epoch"] < record.epochs:
             done = 0 if checkpoint is None else checkpoint["epoch"]

@@ -25,12 +25,12 @@ from pdd.config import Params, RunSpec, load_params
 from pdd.engine.checkpoint import CheckpointManager
 from pdd.engine.results import git_state, utc_now
 from pdd.engine.teacher_cache import TeacherFeatureCache
-from pdd.errors import DataError, PDDError, WeightsError
+from pdd.errors import ConfigError, DataError, PDDError, WeightsError
 from pdd.io import atomic_write_json, sha256_file
 
 RUN_RECORD = "run.json"
 LOCK_FILE = ".lock"
-RANDOM_INIT = "random-init"
+MODEL_MAP_SIGMA = 4.0  # the smoothing PDDModel's anomaly maps use (the authors' sigma)
 
 
 @dataclass
@@ -109,6 +109,11 @@ def build_model(params: Params, spec: RunSpec) -> torch.nn.Module:
     """The run's PDDModel, with pinned teacher checksums checked against the loaded weights."""
     from pdd.models import build_pdd
 
+    if params.eval.sigma != MODEL_MAP_SIGMA:
+        raise ConfigError(
+            f"eval.sigma: the model smooths anomaly maps with sigma {MODEL_MAP_SIGMA} and cannot use "
+            f"{params.eval.sigma} yet; set eval.sigma to {MODEL_MAP_SIGMA}"
+        )
     model = build_pdd(params.variant(spec.variant).arch, spec.fidelity, **params.build_options(spec.variant, spec.fidelity))
     for name, sha256 in teacher_weights(model).items():
         pinned = getattr(params.teachers, name).sha256
@@ -136,6 +141,17 @@ def prepared_root(params: Params, dataset: str) -> Path:
 
 def split_sha256(params: Params, dataset: str) -> str:
     return sha256_file(prepared_root(params, dataset) / "split.csv")
+
+
+def check_same_split(params: Params, record: RunRecord) -> None:
+    """Refuse to evaluate a run on another split than the one it was trained with."""
+    current = split_sha256(params, record.dataset)
+    if current != record.split_sha256:
+        raise DataError(
+            f"{params.prepared_dir(record.dataset)}/split.csv changed since this run was trained (sha256 "
+            f"{current[:12]}…, run.json has {record.split_sha256[:12]}…); prepare the dataset again with the same "
+            "seed, or retrain the run"
+        )
 
 
 def open_split(params: Params, dataset: str, split: str) -> Dataset:
@@ -230,6 +246,6 @@ def new_record(params: Params, params_file: str | Path, spec: RunSpec, overrides
         arch=params.variant(spec.variant).arch, params_sha256=params.sha256(),
         split_sha256=split_sha256(params, spec.dataset), teacher_weights=weights,
         image_size=params.data.image_size, epochs=params.train.epochs,
-        demo=params.demo or RANDOM_INIT in weights.values(),
+        demo=params.demo or not params.teachers.pretrained,
         git_commit=commit, git_dirty=dirty, device=device,
     )

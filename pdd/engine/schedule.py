@@ -16,9 +16,12 @@ SCHEDULES = ("cosine_periodic", "cosine_single")
 
 
 def build_optimizer(
-    parameters: Iterable[torch.nn.Parameter], lr: float = 2e-3, betas: tuple[float, float] = (0.5, 0.999)
+    parameters: Iterable[torch.nn.Parameter],
+    lr: float = 2e-3,
+    betas: tuple[float, float] = (0.5, 0.999),
+    weight_decay: float = 0.0,
 ) -> torch.optim.Adam:
-    return torch.optim.Adam(parameters, lr=lr, betas=tuple(betas), eps=1e-8, weight_decay=0.0)
+    return torch.optim.Adam(parameters, lr=lr, betas=tuple(betas), eps=1e-8, weight_decay=weight_decay)
 
 
 def build_scheduler(

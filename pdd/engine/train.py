@@ -86,7 +86,8 @@ class _Trainer:
         runs.seed_everything(spec.seed, self.train_cfg.deterministic)
         self.model = runs.build_model(params, spec).to(context.device)
         self.loss = distributed.wrap_loss(self.model, context)
-        self.optimizer = build_optimizer(self.model.student_parameters(), self.train_cfg.lr, tuple(self.train_cfg.betas))
+        self.optimizer = build_optimizer(self.model.student_parameters(), self.train_cfg.lr, tuple(self.train_cfg.betas),
+                                         self.train_cfg.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, self.train_cfg.schedule, self.train_cfg.epochs,
                                          self.train_cfg.t_max, self.train_cfg.eta_min)
         self.cache = runs.teacher_cache(params, self.model)
@@ -182,6 +183,9 @@ class _Trainer:
             bar.close()
             if live is not None:
                 live.end()
+        if self.cache is not None:
+            log.info("teacher-feature cache %s: %d hits, %d misses", self.cache.directory, self.cache.hits,
+                     self.cache.misses)
         return TrainResult(self.run_dir, self.epoch, self.global_step, self.wall_time_s)
 
     def _train_epoch(self, live, bar: tqdm) -> dict[str, float]:
