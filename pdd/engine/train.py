@@ -93,8 +93,6 @@ class _Trainer:
         self.cache = runs.teacher_cache(params, self.model)
         self.scorings = [s for s in params.eval.scorings if self.model.supports_scoring(s)]
         self.train_set = runs.open_split(params, spec.dataset, "train")
-        if len(self.train_set) == 0:
-            raise PDDError(f"the train split of {spec.dataset} is empty; check the prepared dataset")
         self.sampler = DistributedSampler(self.train_set, num_replicas=context.world_size, rank=context.rank,
                                           shuffle=True, seed=spec.seed, drop_last=False)
         self.loader = DataLoader(
@@ -112,7 +110,7 @@ class _Trainer:
     # ---- state --------------------------------------------------------------------------------
 
     def _restore(self, resume: bool) -> None:
-        checkpoint = self.checkpoints.load_latest() if self.checkpoints.candidates() else None
+        checkpoint = self.checkpoints.load_latest()
         if checkpoint is not None and not resume:
             raise PDDError(
                 f"{self.run_dir} already holds a run (epoch {checkpoint['epoch']}); pass --resume to continue it, "
@@ -223,7 +221,7 @@ class _Trainer:
             self.global_step += 1
             bar.set_postfix(epoch=self.epoch + 1, **{name: f"{value:.4g}" for name, value in logged.items()})
             bar.update()
-        return {name: total / steps for name, total in sums.items()}
+        return {name: value_sum / steps for name, value_sum in sums.items()}
 
     def _evaluate(self) -> dict[str, dict]:
         scored = score_test_set(self.model, self.test_loader, self.scorings, self.cache, self.context.device,
