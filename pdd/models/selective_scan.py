@@ -14,6 +14,9 @@ Backends, picked per call:
   (L, D, N) tensors, which makes it ~3x faster than the best pure-PyTorch form (benchmarks/README.md);
 * ``torch``: time-blocked PyTorch on any device and dtype, also the autograd path.
 
+`cross_scan_2d` is VMamba's four-route scan over an image built on the same kernels: fused into one
+C loop without gradients, route by route through `selective_scan` with them.
+
 The recurrence is evaluated step by step in every backend. It only ever multiplies by decays in
 (0, 1], so nothing under- or overflows at L = 4096, unlike closed forms built on cumulative products.
 Whatever the backend, the arithmetic is float32 (float64 for float64 inputs) and y has u's dtype.
