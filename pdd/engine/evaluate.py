@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pdd.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from pdd.engine import runs
 from pdd.engine.metrics import compute_metrics
 from pdd.engine.results import (
@@ -31,8 +32,6 @@ from pdd.engine.teacher_cache import TeacherFeatureCache
 from pdd.errors import PDDError
 from pdd.io import atomic_path, atomic_write_text
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 EVAL_DIR = "eval"
 MAPS_DIR = "maps"
 
@@ -46,8 +45,7 @@ class ScoredTestSet:
     labels: list[int] = field(default_factory=list)
     has_mask: list[bool] = field(default_factory=list)
     scores: dict[str, list[float]] = field(default_factory=dict)
-    # full-size maps and masks of the images whose pixel truth is known (the data's `has_mask`)
-    pixel_rows: list[int] = field(default_factory=list)
+    # full-size masks and maps of the images whose pixel truth is known (`has_mask`), in their order
     masks: list[np.ndarray] = field(default_factory=list)
     maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
     # a few images kept whole for the figures, chosen in dataset order
@@ -58,24 +56,16 @@ class ScoredTestSet:
     def metrics(self, max_fpr: float) -> dict[str, dict]:
         """compute_metrics for every scoring (pixel metrics only when an anomalous image has a mask)."""
         labels = np.asarray(self.labels)
-        pixel_labels = labels[self.pixel_rows]
-        pixel_ready = bool(np.any(pixel_labels == 1))
+        has_mask = np.asarray(self.has_mask, dtype=bool)
+        pixel_rows = np.flatnonzero(has_mask)
         results = {}
         for scoring, scores in self.scores.items():
             masks = maps = None
-            if pixel_ready:  # rows outside pixel_rows stay zero: compute_metrics skips them via has_mask
-                selection = np.asarray(self.pixel_rows)
-                masks = _scatter(self.masks, selection, labels.size)
-                maps = _scatter(self.maps[scoring], selection, labels.size)
-            results[scoring] = compute_metrics(
-                labels, scores, self.classes, masks, maps, self._pixel_eligible(), max_fpr=max_fpr
-            )
+            if np.any(labels[pixel_rows] == 1):  # other rows stay zero: compute_metrics skips them by has_mask
+                masks = _scatter(self.masks, pixel_rows, labels.size)
+                maps = _scatter(self.maps[scoring], pixel_rows, labels.size)
+            results[scoring] = compute_metrics(labels, scores, self.classes, masks, maps, has_mask, max_fpr=max_fpr)
         return results
-
-    def _pixel_eligible(self) -> np.ndarray:
-        eligible = np.zeros(len(self.labels), dtype=bool)
-        eligible[self.pixel_rows] = True
-        return eligible
 
     def chosen_examples(self, count: int) -> list[dict[str, Any]]:
         """`count` images, half anomalous (masked ones first) and half normal, in dataset order."""
@@ -127,7 +117,6 @@ def score_test_set(
 def _record(
     result: ScoredTestSet, batch: dict[str, Any], row: int, outputs: dict[str, tuple], n_examples: int
 ) -> None:
-    index = len(result.labels)
     label, has_mask = int(batch["label"][row]), bool(batch["has_mask"][row])
     result.paths.append(batch["path"][row])
     result.classes.append(batch["cls"][row])
@@ -138,7 +127,6 @@ def _record(
         result.scores[scoring].append(float(scores[row]))
     mask = (batch["mask"][row, 0] > 0.5).to(torch.uint8).numpy()
     if has_mask:
-        result.pixel_rows.append(index)
         result.masks.append(mask)
         for scoring, values in maps.items():
             result.maps[scoring].append(values)
