@@ -68,7 +68,7 @@ class ScoredTestSet:
         return results
 
     def chosen_examples(self, count: int) -> list[dict[str, Any]]:
-        """`count` images, half anomalous (masked ones first) and half normal, in dataset order."""
+        """`count` images in dataset order: up to half anomalous (masked ones first), normal ones for the rest."""
         anomalous = (self.examples["masked"] + self.examples["unmasked"])[: (count + 1) // 2]
         normal = self.examples["normal"][: count - len(anomalous)]
         return anomalous + normal
