@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,3 +34,59 @@ def shared_headct() -> Path:
     if not (path / "labels.csv").is_file():
         pytest.skip("../shared/datasets/headct is absent")
     return path
+
+
+class FileServer(ThreadingHTTPServer):
+    """Serves `files` (URL path -> bytes) on 127.0.0.1 with ``Range`` support, logging (path, Range header).
+
+    A path in `cut_next` is cut once: the full length is promised, half of the rest is sent, then the
+    connection is closed (a dropped download). ``/error`` always answers HTTP 500.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _FileHandler)
+        self.files: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str | None]] = []
+        self.cut_next: set[str] = set()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+class _FileHandler(BaseHTTPRequestHandler):
+    server: FileServer
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.server.requests.append((self.path, self.headers.get("Range")))
+        if self.path == "/error":
+            self.send_error(500)
+            return
+        data = self.server.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if self.path in self.server.cut_next:
+            self.server.cut_next.discard(self.path)
+            self.wfile.write(data[start:start + (len(data) - start) // 2])
+            self.wfile.flush()
+            self.connection.close()
+            return
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    """A local HTTP server for download tests: tests never touch the network."""
+    server = FileServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()

@@ -1,8 +1,7 @@
 """Fetch a dataset's raw archive (Kaggle API or HTTPS), verify it and extract it safely.
 
-* **HTTPS** downloads resume: bytes arrive in ``<archive>.part`` and an interrupted transfer is
-  continued with a ``Range`` request (by a retry, or by running the command again). The finished
-  file is checked against its pinned sha256; on mismatch it is deleted and the download refused.
+* **HTTPS** downloads (`pdd.fetch.fetch_https`) resume from ``<archive>.part`` with a ``Range``
+  request and are checked against the source's pinned sha256; a mismatch is deleted and refused.
 * **Kaggle** needs credentials (``~/.kaggle/kaggle.json``, ``$KAGGLE_CONFIG_DIR/kaggle.json`` or
   ``KAGGLE_USERNAME`` + ``KAGGLE_KEY``) and the optional ``kaggle`` package, imported only here.
 * **Manual** sources (licence agreements, Google Drive) are never fetched: the error message says
@@ -16,23 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
-
-import requests
-from tqdm import tqdm
 
 from pdd.data.archive import safe_extract
 from pdd.data.registry import DatasetSpec, Source
 from pdd.errors import DataError
-from pdd.io import sha256_file
+from pdd.fetch import fetch_https
 
 DOWNLOADS = ".downloads"
-CHUNK_SIZE = 1 << 20  # bytes per read; an interruption loses at most one partial chunk
-
-
-class _RetryableError(Exception):
-    """A transient failure (connection lost, HTTP 5xx) worth another attempt."""
 
 
 def download(spec: DatasetSpec, raw: str | os.PathLike, *, retries: int = 3, backoff_s: float = 2.0) -> Path:
@@ -76,7 +66,7 @@ def _fetch(spec: DatasetSpec, source: Source, folder: Path, *, retries: int, bac
     if source.method == "kaggle":
         return fetch_kaggle(source.location, folder)
     filename = source.filename or source.location.rstrip("/").rsplit("/", 1)[-1]
-    return fetch_https(source.location, folder / filename, source.sha256, dataset=spec.name,
+    return fetch_https(source.location, folder / filename, source.sha256, what=spec.name, error=DataError,
                        retries=retries, backoff_s=backoff_s)
 
 
@@ -89,56 +79,6 @@ def _unpack(archive: Path, raw: Path) -> None:
                             "move it away and run the command again.")
         os.replace(entry, destination)
     shutil.rmtree(archive.parent)
-
-
-def fetch_https(url: str, dest: str | os.PathLike, sha256: str | None, *, dataset: str,
-                retries: int = 3, backoff_s: float = 2.0, timeout_s: float = 60.0) -> Path:
-    """Download `url` to `dest`, resuming from ``dest.part``; verify `sha256` (when pinned) before keeping it."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    for attempt in range(retries + 1):
-        try:
-            _transfer(url, part, dataset=dataset, timeout_s=timeout_s)
-            break
-        except _RetryableError as exc:
-            if attempt == retries:
-                raise DataError(f"downloading {dataset} from {url} failed after {retries + 1} attempts ({exc}). "
-                                f"The partial file {part} is kept: run the command again to resume.") from exc
-            time.sleep(backoff_s * (attempt + 1))
-    digest = sha256_file(part)
-    if sha256 is not None and digest != sha256.lower():
-        part.unlink()
-        raise DataError(f"checksum mismatch for {dataset} from {url}: got sha256 {digest}, expected {sha256}. "
-                        "The file was deleted; the server copy may have changed or been tampered with.")
-    os.replace(part, dest)
-    return dest
-
-
-def _transfer(url: str, part: Path, *, dataset: str, timeout_s: float) -> None:
-    offset = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    try:
-        with requests.get(url, headers=headers, stream=True, timeout=timeout_s) as response:
-            if response.status_code == 416 and offset:
-                return  # the partial file is already complete
-            if response.status_code >= 500:
-                raise _RetryableError(f"HTTP {response.status_code} {response.reason}")
-            if response.status_code >= 400:
-                raise DataError(f"downloading {dataset} from {url} failed: HTTP {response.status_code} "
-                                f"{response.reason}.")
-            if offset and response.status_code != 206:
-                offset = 0  # the server ignored the Range header: start over
-            length = int(response.headers.get("Content-Length", 0)) or None
-            with open(part, "ab" if offset else "wb") as handle, tqdm(
-                total=offset + length if length else None, initial=offset, unit="B", unit_scale=True,
-                desc=part.name.removesuffix(".part"), disable=None,
-            ) as progress:
-                for chunk in response.iter_content(CHUNK_SIZE):
-                    handle.write(chunk)
-                    progress.update(len(chunk))
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-        raise _RetryableError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def kaggle_credentials_present() -> bool:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import sys
-import threading
 import types
 import zipfile
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pdd.data.download import download, fetch_https
+from pdd.data.download import DOWNLOADS, download
 from pdd.data.registry import DATASETS, Source
 from pdd.errors import DataError
 
@@ -29,112 +27,70 @@ def _headct_zip(evil: bool = False) -> bytes:
     return buffer.getvalue()
 
 
-class _Server(ThreadingHTTPServer):
-    files: dict[str, bytes]
-    requests: list[tuple[str, str | None]]
-    cut_next: set[str]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):  # keep test output quiet
-        pass
-
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        server: _Server = self.server
-        server.requests.append((self.path, self.headers.get("Range")))
-        if self.path == "/error":
-            self.send_error(500)
-            return
-        data = server.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        if self.path in server.cut_next:  # promise everything, send half, hang up
-            server.cut_next.discard(self.path)
-            self.wfile.write(data[start:start + (len(data) - start) // 2])
-            self.wfile.flush()
-            self.connection.close()
-            return
-        self.wfile.write(data[start:])
-
-
-@pytest.fixture
-def server():
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.files, httpd.requests, httpd.cut_next = {}, [], set()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
 def _spec(server, path: str, sha256: str | None):
-    url = f"http://127.0.0.1:{server.server_address[1]}{path}"
     return replace(DATASETS["headct"], manifest=None,
-                   sources=(Source("https", url, "3 KB", sha256=sha256, filename="headct.zip"),))
+                   sources=(Source("https", server.url(path), "3 KB", sha256=sha256, filename="headct.zip"),))
 
 
-def test_download_verifies_extracts_and_cleans_up(server, tmp_path):
+def test_download_verifies_extracts_and_cleans_up(file_server, tmp_path):
     archive = _headct_zip()
-    server.files["/headct.zip"] = archive
-    root = download(_spec(server, "/headct.zip", hashlib.sha256(archive).hexdigest()), tmp_path / "raw")
+    file_server.files["/headct.zip"] = archive
+    root = download(_spec(file_server, "/headct.zip", hashlib.sha256(archive).hexdigest()), tmp_path / "raw")
     assert root == tmp_path / "raw"
     assert sorted(p.name for p in root.iterdir()) == ["head_ct", "labels.csv"]  # archive and .part removed
-    assert download(_spec(server, "/headct.zip", None), tmp_path / "raw") == root  # present: no second request
-    assert len(server.requests) == 1
+    assert download(_spec(file_server, "/headct.zip", None), tmp_path / "raw") == root  # present: no request
+    assert len(file_server.requests) == 1
 
 
-def test_checksum_mismatch_is_refused_and_leaves_nothing(server, tmp_path):
-    server.files["/headct.zip"] = _headct_zip()
+def test_checksum_mismatch_is_refused_and_leaves_nothing(file_server, tmp_path):
+    file_server.files["/headct.zip"] = _headct_zip()
     with pytest.raises(DataError, match="checksum mismatch.*headct"):
-        download(_spec(server, "/headct.zip", "0" * 64), tmp_path / "raw", retries=0)
+        download(_spec(file_server, "/headct.zip", "0" * 64), tmp_path / "raw", retries=0)
     assert not (tmp_path / "raw").exists()
 
 
-def test_interrupted_download_resumes_with_a_range_request(server, tmp_path, monkeypatch):
-    monkeypatch.setattr("pdd.data.download.CHUNK_SIZE", 256)
+def test_interrupted_download_resumes_with_a_range_request(file_server, tmp_path, monkeypatch):
+    monkeypatch.setattr("pdd.fetch.CHUNK_SIZE", 256)
     archive = _headct_zip()
-    server.files["/headct.zip"] = archive
-    server.cut_next.add("/headct.zip")
-    root = download(_spec(server, "/headct.zip", hashlib.sha256(archive).hexdigest()), tmp_path / "raw",
+    file_server.files["/headct.zip"] = archive
+    file_server.cut_next.add("/headct.zip")
+    root = download(_spec(file_server, "/headct.zip", hashlib.sha256(archive).hexdigest()), tmp_path / "raw",
                     retries=2, backoff_s=0)
     assert (root / "labels.csv").is_file()
-    (_, first_range), (_, second_range) = server.requests
+    (_, first_range), (_, second_range) = file_server.requests
     resumed_at = int(second_range.removeprefix("bytes=").removesuffix("-"))
     assert first_range is None and 0 < resumed_at <= len(archive) // 2
 
 
-def test_partial_file_from_an_earlier_run_is_continued(server, tmp_path):
+def test_partial_file_from_an_earlier_run_is_continued(file_server, tmp_path):
     archive = _headct_zip()
-    server.files["/a.zip"] = archive
-    (tmp_path / "a.zip.part").write_bytes(archive[:1000])
-    dest = fetch_https(f"http://127.0.0.1:{server.server_address[1]}/a.zip", tmp_path / "a.zip",
-                       hashlib.sha256(archive).hexdigest(), dataset="headct", retries=0)
-    assert dest.read_bytes() == archive and not (tmp_path / "a.zip.part").exists()
-    assert server.requests == [("/a.zip", "bytes=1000-")]
+    file_server.files["/headct.zip"] = archive
+    downloads = tmp_path / "raw" / DOWNLOADS
+    downloads.mkdir(parents=True)
+    (downloads / "headct.zip.part").write_bytes(archive[:1000])
+    root = download(_spec(file_server, "/headct.zip", hashlib.sha256(archive).hexdigest()), tmp_path / "raw",
+                    retries=0)
+    assert (root / "labels.csv").is_file() and not downloads.exists()
+    assert file_server.requests == [("/headct.zip", "bytes=1000-")]
 
 
-def test_malicious_archive_is_refused(server, tmp_path):
+def test_malicious_archive_is_refused(file_server, tmp_path):
     archive = _headct_zip(evil=True)
-    server.files["/headct.zip"] = archive
+    file_server.files["/headct.zip"] = archive
     with pytest.raises(DataError, match="refusing to extract"):
-        download(_spec(server, "/headct.zip", hashlib.sha256(archive).hexdigest()), tmp_path / "a" / "b" / "raw")
+        download(_spec(file_server, "/headct.zip", hashlib.sha256(archive).hexdigest()),
+                 tmp_path / "a" / "b" / "raw")
     assert not list(tmp_path.rglob("escaped.txt"))
     assert not (tmp_path / "a" / "b" / "raw").exists()
 
 
 @pytest.mark.parametrize("path, status", [("/missing.zip", "HTTP 404"), ("/error", "HTTP 500")])
-def test_http_errors_name_the_dataset_and_the_manual_route(server, tmp_path, path, status):
+def test_http_errors_name_the_dataset_and_the_manual_route(file_server, tmp_path, path, status):
     with pytest.raises(DataError) as error:
-        download(_spec(server, path, None), tmp_path / "raw", retries=1, backoff_s=0)
+        download(_spec(file_server, path, None), tmp_path / "raw", retries=1, backoff_s=0)
     message = str(error.value)
     assert status in message and "headct" in message and "Get it by hand" in message and "labels.csv" in message
-    assert len(server.requests) == (2 if status == "HTTP 500" else 1)  # 5xx retried, 404 not
+    assert len(file_server.requests) == (2 if status == "HTTP 500" else 1)  # 5xx retried, 404 not
 
 
 def test_manual_only_dataset_prints_instructions(tmp_path):
