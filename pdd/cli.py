@@ -18,7 +18,7 @@ COMMAND_MODULES = (
     "pdd.engine.cli",  # pdd train, pdd evaluate
     "pdd.reporting.cli",  # pdd tables, pdd figures, pdd explain
     "pdd.config_cli",  # pdd params check|show|plan
-    "pdd.weights",  # pdd weights fetch (the workflow's teacher-weights jobs)
+    "pdd.weights_cli",  # pdd weights fetch (the workflow's teacher-weights jobs)
 )
 
 

@@ -52,8 +52,10 @@ def fetch_https(
 ) -> Path:
     """Download `url` to `dest`, resuming from ``dest.part``; keep it only if it matches `sha256`.
 
-    `what` names the download in messages (a dataset, a teacher); `manual_hint` ends every message
-    (how to get the file by hand); failures raise `error`.
+    Transient failures (connection lost, timeout, HTTP 5xx) are retried, at once when the transfer
+    had progressed, else after a growing pause, up to `retries` times in a row. `what` names the
+    download in messages (a dataset, a teacher); `manual_hint` ends every message (how to get the
+    file by hand); failures raise `error`.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -62,15 +64,22 @@ def fetch_https(
     def fail(message: str) -> PDDError:
         return error(f"{message} {manual_hint}".rstrip())
 
-    for attempt in range(retries + 1):
+    failures = 0  # in a row without progress: a link that drops now and then still gets there
+    while True:
+        received = _size(part)
         try:
             _transfer(url, part, timeout_s=timeout_s)
             break
         except _RetryableError as exc:
-            if attempt == retries:
-                raise fail(f"downloading {what} from {url} failed after {retries + 1} attempts ({exc}). "
-                           f"The partial file {part} is kept: run the command again to resume.") from exc
-            time.sleep(backoff_s * (attempt + 1))
+            if _size(part) > received:  # the server is there and the connection dropped: resume at once
+                failures = 0
+                continue
+            failures += 1
+            if failures > retries:
+                kept = f" The partial file {part} is kept: run the command again to resume." if part.exists() else ""
+                raise fail(f"downloading {what} from {url} failed after {failures} attempts without progress "
+                           f"({exc}).{kept}") from exc
+            time.sleep(backoff_s * failures)
         except _RefusedError as exc:
             raise fail(f"downloading {what} from {url} failed: {exc}.") from exc
     digest = sha256_file(part)
@@ -83,9 +92,13 @@ def fetch_https(
     return dest
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
 def _transfer(url: str, part: Path, *, timeout_s: float) -> None:
     """Append the rest of `url` to `part` (all of it when the server ignores ``Range``)."""
-    offset = part.stat().st_size if part.exists() else 0
+    offset = _size(part)
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
         with requests.get(url, headers=headers, stream=True, timeout=timeout_s) as response:

@@ -1,7 +1,7 @@
-"""Teacher checkpoints named in `params.teachers`: fetched once, verified by sha256, never half-written.
+"""`pdd weights fetch vmamba|wrn50`: the workflow's weights jobs put the teacher files named in params in place.
 
-`pdd weights fetch vmamba|wrn50` is the workflow's weights job. Offline (clusters, CI) it fails at
-once and says where to put a copy downloaded elsewhere.
+Resolution, download (resumable), sha256 checks and the offline instructions are `pdd.models.weights`';
+this module only reads `params.teachers` and adds what params users can change to the messages.
 """
 
 from __future__ import annotations
@@ -9,66 +9,33 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import requests
-from tqdm import tqdm
-
-from pdd.config import Params, WeightsParams, add_params_arguments, params_from_args
+from pdd.config import Params, add_params_arguments, params_from_args
 from pdd.errors import WeightsError
-from pdd.io import atomic_path, sha256_file
+from pdd.models.weights import WeightsSpec, ensure_weights
 
 TEACHERS = ("vmamba", "wrn50")
-CHUNK = 1 << 20
+RANDOM_INIT_HINT = "; or run with random-init teachers (--set teachers.pretrained=false)"
 
 
-def fetch_weights(params: Params, teacher: str, timeout_s: float = 30.0) -> Path:
-    """Return the verified file of `teacher`, downloading it first when it is missing."""
+def teacher_weights_spec(params: Params, teacher: str) -> WeightsSpec:
+    """The file `params.teachers.<teacher>` names, as a spec whose pin is that params key."""
     if teacher not in TEACHERS:
         raise WeightsError(f"unknown teacher {teacher!r}; use one of: {', '.join(TEACHERS)}")
-    spec: WeightsParams = getattr(params.teachers, teacher)
-    target = Path(spec.file)
-    if not target.is_file():
-        if not spec.url:
-            raise WeightsError(f"{target} is missing and teachers.{teacher}.url is empty: {_manual(spec, teacher)}")
-        _download(spec.url, target, teacher, spec, timeout_s)
-    verify_weights(target, spec, teacher)
-    return target
+    settings = getattr(params.teachers, teacher)
+    return WeightsSpec(name=f"{teacher} teacher", filename=Path(settings.file).name, url=settings.url,
+                       sha256=settings.sha256, pinned_by=f"teachers.{teacher}.sha256")
 
 
-def verify_weights(path: Path, spec: WeightsParams, teacher: str) -> None:
-    if spec.sha256 is not None and (actual := sha256_file(path)) != spec.sha256:
-        raise WeightsError(f"{path} has sha256 {actual}, but teachers.{teacher}.sha256 is {spec.sha256}. "
-                           f"Delete it and fetch again, or, if you trust this file, set teachers.{teacher}.sha256 "
-                           "to its hash (or null).")
-
-
-def _download(url: str, target: Path, teacher: str, spec: WeightsParams, timeout_s: float) -> None:
-    try:
-        with requests.get(url, stream=True, timeout=timeout_s) as response:
-            response.raise_for_status()
-            total = int(response.headers.get("content-length") or 0) or None
-            with atomic_path(target) as tmp, open(tmp, "wb") as handle, \
-                    tqdm(total=total, unit="B", unit_scale=True, desc=f"{teacher} weights") as progress:
-                for chunk in response.iter_content(CHUNK):
-                    handle.write(chunk)
-                    progress.update(len(chunk))
-                handle.flush()
-                # verify before the rename, so a wrong file never sits under the final name
-                verify_weights(tmp, spec, teacher)
-    except requests.RequestException as exc:
-        raise WeightsError(f"could not download {url} ({exc}): {_manual(spec, teacher)}") from None
-
-
-def _manual(spec: WeightsParams, teacher: str) -> str:
-    pinned = f"sha256 {spec.sha256}" if spec.sha256 else "any sha256 (not pinned)"
-    source = f" from {spec.url}" if spec.url else ""
-    return (f"download the {teacher} teacher checkpoint{source} on a machine with internet, copy it to "
-            f"{spec.file} ({pinned}) and rerun; or run with random-init teachers (--set teachers.pretrained=false).")
+def fetch_weights(params: Params, teacher: str) -> Path:
+    """Return the verified file of `teacher`, downloading it first when it is missing."""
+    spec = teacher_weights_spec(params, teacher)
+    return ensure_weights(spec, getattr(params.teachers, teacher).file, hint=RANDOM_INIT_HINT)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     weights = subparsers.add_parser("weights", help="fetch and verify the teachers' pretrained weights")
     actions = weights.add_subparsers(dest="weights_command", required=True)
-    fetch = actions.add_parser("fetch", help="download (if missing) and verify a teacher checkpoint")
+    fetch = actions.add_parser("fetch", help="download (resuming a partial file) and verify a teacher checkpoint")
     fetch.add_argument("teachers", nargs="*", metavar="TEACHER",
                        help=f"which teachers ({', '.join(TEACHERS)}; default: both)")
     add_params_arguments(fetch)

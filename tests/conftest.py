@@ -85,7 +85,7 @@ class _FileHandler(BaseHTTPRequestHandler):
 def file_server() -> Iterator[FileServer]:
     """A local HTTP server for download tests: tests never touch the network."""
     server = FileServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
     server.shutdown()

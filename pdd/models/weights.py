@@ -1,29 +1,26 @@
 """Pretrained weights of the two frozen teachers: find, download, verify and load them.
 
 Resolution order for each teacher: an explicit local file -> the cache directory (argument, else
-``$PDD_WEIGHTS_DIR``, else ``~/.cache/pdd/weights``) -> a download into that cache (HTTP, sha256
-checked, written to a temporary file then renamed). Offline and without the file, one `WeightsError`
-says which file is needed, where to put it and its expected sha256.
+``$PDD_WEIGHTS_DIR``, else ``~/.cache/pdd/weights``) -> a download into that cache (`pdd.fetch`:
+resumable, sha256 checked before the file takes its name). `pdd weights fetch` puts the files named
+in params at their place the same way (`ensure_weights`). Offline and without the file, one
+`WeightsError` says which file is needed, where to put it and its expected sha256.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from pdd.errors import WeightsError
-from pdd.io import atomic_path, sha256_file
+from pdd.fetch import fetch_https, sha256_matches
+from pdd.io import sha256_file
 
 __all__ = [
     "WeightsSpec",
@@ -32,10 +29,10 @@ __all__ = [
     "wrn50_weights_spec",
     "default_cache_dir",
     "resolve_weights",
-    "download",
+    "ensure_weights",
+    "manual_instructions",
     "load_checkpoint",
     "load_vmamba_weights",
-    "create_wide_resnet50_2",
     "weights_fingerprint",
     "RANDOM_INIT",
 ]
@@ -47,13 +44,15 @@ RANDOM_INIT = "random-init"
 
 @dataclass(frozen=True)
 class WeightsSpec:
-    """One downloadable weights file. `sha256` may be a prefix (torch-hub file names carry 8 hex digits)."""
+    """One downloadable weights file. `sha256` may be a prefix (torch-hub file names carry 8 hex digits);
+    `pinned_by` names the setting that pins it (e.g. ``teachers.vmamba.sha256``), for messages."""
 
     name: str
     filename: str
     url: str | None
     sha256: str | None = None
     note: str = ""
+    pinned_by: str | None = None
 
 
 VMAMBA_TINY_WEIGHTS = WeightsSpec(
@@ -94,39 +93,43 @@ def resolve_weights(
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise WeightsError(f"weights file {path} does not exist; download {spec.filename} ({_where(spec)}) there")
-        _check_sha256(path, spec, strict=False)  # the user's own choice of file: warn, do not refuse
+            raise WeightsError(f"weights file {path} does not exist. {manual_instructions(spec, path)}.")
+        if problem := _sha256_problem(path, spec):  # the user's own choice of file: warn, do not refuse
+            log.warning("%s; loading it anyway because it was given explicitly", problem)
         return path
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path = cache / spec.filename
+    return ensure_weights(spec, cache / spec.filename, allow_download=allow_download,
+                          hint=", or set PDD_WEIGHTS_DIR to a folder holding it, or pass its path explicitly")
+
+
+def ensure_weights(spec: WeightsSpec, path: str | os.PathLike, *, allow_download: bool = True, hint: str = "") -> Path:
+    """`path`, checked against `spec`'s pin; downloaded there first (resumably) when missing.
+
+    A file that does not match the pin is refused, never overwritten: it may be someone's own copy.
+    `hint` ends every error message with the caller's other ways out (its settings, a fallback).
+    """
+    path = Path(path)
     if path.is_file():
-        _check_sha256(path, spec, strict=True)
+        if problem := _sha256_problem(path, spec):
+            trust = f", or, if you trust it, set {spec.pinned_by} to its hash (or null)" if spec.pinned_by else ""
+            raise WeightsError(f"{problem}: delete it so that it is downloaded again{trust}{hint}.")
         return path
-    if allow_download and spec.url:
-        try:
-            return download(spec.url, path, spec.sha256)
-        except (urllib.error.URLError, OSError) as exc:
-            raise _missing(spec, path, reason=f"downloading it failed ({exc})") from exc
-    raise _missing(spec, path, reason="downloads are disabled")
+    manual = f"{manual_instructions(spec, path)}{hint}."
+    if not (allow_download and spec.url):
+        reason = "downloads are disabled" if spec.url else "no download URL is set"
+        raise WeightsError(f"{spec.name} weights are not available offline: {reason}. {manual}")
+    return fetch_https(spec.url, path, spec.sha256, what=f"{spec.name} weights", manual_hint=manual,
+                       error=WeightsError)
 
 
-def download(url: str, target: str | os.PathLike, sha256: str | None = None, chunk_size: int = 1 << 20) -> Path:
-    """Stream `url` into `target` atomically; a sha256 (or prefix) mismatch leaves nothing behind."""
-    target = Path(target)
-    digest = hashlib.sha256()
-    with atomic_path(target) as tmp, urllib.request.urlopen(url, timeout=60) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
-            while chunk := response.read(chunk_size):
-                out.write(chunk)
-                digest.update(chunk)
-                bar.update(len(chunk))
-        if sha256 and not digest.hexdigest().startswith(sha256):
-            raise WeightsError(
-                f"{url} downloaded with sha256 {digest.hexdigest()}, expected {sha256}: the file is corrupt or "
-                f"has changed upstream; nothing was saved. Retry, or download it by hand and pass its path."
-            )
-    return target
+def manual_instructions(spec: WeightsSpec, path: Path) -> str:
+    """How to put `spec`'s file at `path` by hand (e.g. on a cluster without internet)."""
+    details = [f"sha256 {spec.sha256}"] if spec.sha256 else []
+    details += [f"pinned by {spec.pinned_by}"] if spec.pinned_by and spec.sha256 else []
+    details += [spec.note] if spec.note else []
+    pinned = f" ({', '.join(details)})" if details else ""
+    source = f" from {spec.url}" if spec.url else ""
+    return f"Download {spec.filename}{pinned}{source} on a machine with internet and put it at {path}"
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -164,56 +167,17 @@ def load_vmamba_weights(
     return path
 
 
-def create_wide_resnet50_2(
-    tag: str = "racm_in1k",
-    pretrained: bool = True,
-    weights: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    allow_download: bool = True,
-    **timm_kwargs: Any,
-) -> nn.Module:
-    """timm's `wide_resnet50_2.<tag>` (e.g. `features_only=True`), its weights resolved like VMamba's.
-
-    timm loads the resolved file strictly through `pretrained_cfg_overlay=dict(file=...)`; the
-    file is recorded as `model.weights_file`.
-    """
-    import timm
-
-    spec = wrn50_weights_spec(tag)
-    path = resolve_weights(spec, weights, cache_dir, allow_download) if pretrained or weights else None
-    overlay = {"pretrained_cfg_overlay": dict(file=str(path))} if path else {}
-    try:
-        model = timm.create_model(f"wide_resnet50_2.{tag}", pretrained=path is not None, **overlay, **timm_kwargs)
-    except RuntimeError as exc:
-        raise WeightsError(f"{path} does not fit wide_resnet50_2: {exc}") from exc
-    model.weights_file = path
-    return model
-
-
 def weights_fingerprint(path: str | os.PathLike | None) -> str:
     """sha256 of the weights file, or "random-init" when none was loaded; used for provenance."""
     return sha256_file(path) if path is not None else RANDOM_INIT
 
 
-def _check_sha256(path: Path, spec: WeightsSpec, strict: bool) -> None:
-    if not spec.sha256:
-        return
+def _sha256_problem(path: Path, spec: WeightsSpec) -> str | None:
+    """What is wrong with `path` when its sha256 does not fit `spec`'s pin; None when it fits."""
+    if spec.sha256 is None:
+        return None
     actual = sha256_file(path)
-    if actual.startswith(spec.sha256):
-        return
-    message = f"{path} has sha256 {actual}, but {spec.name} is expected to have {spec.sha256}"
-    if strict:
-        raise WeightsError(f"{message}; delete it so that it is downloaded again, or pass the file explicitly")
-    log.warning("%s (%s); loading it anyway because it was given explicitly", message, spec.note or "known hash")
-
-
-def _where(spec: WeightsSpec) -> str:
-    return f"from {spec.url}" if spec.url else "see the project README"
-
-
-def _missing(spec: WeightsSpec, path: Path, reason: str) -> WeightsError:
-    expected = f" (sha256 {spec.sha256}{'; ' + spec.note if spec.note else ''})" if spec.sha256 else ""
-    return WeightsError(
-        f"{spec.name} weights are not available offline: {reason}. Download {spec.filename}{expected} "
-        f"{_where(spec)} and put it at {path} (or set PDD_WEIGHTS_DIR to its folder, or pass its path explicitly)."
-    )
+    if sha256_matches(actual, spec.sha256):
+        return None
+    pin = spec.pinned_by or f"the pinned sha256 of {spec.name}"
+    return f"{path} has sha256 {actual}, but {pin} is {spec.sha256}"

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
+import io
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ from pdd.models.weights import (
     RANDOM_INIT,
     VMAMBA_TINY_WEIGHTS,
     WeightsSpec,
-    create_wide_resnet50_2,
     default_cache_dir,
     load_checkpoint,
     load_vmamba_weights,
@@ -29,25 +26,6 @@ from pdd.models.weights import (
 
 SMALL = dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
 CLOSED_PORT_URL = "http://127.0.0.1:9/never-served.pth"  # discard port: nothing listens, fails at once
-
-
-@pytest.fixture()
-def served(tmp_path):
-    """A folder served over HTTP on 127.0.0.1; yields (folder, base URL, request log)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    requests: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            requests.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}", requests
-    server.shutdown()
-    thread.join()
 
 
 def save_checkpoint(path: Path, state_dict, wrap: bool = True) -> str:
@@ -62,33 +40,33 @@ def small_vmamba_checkpoint(path: Path, seed: int = 0) -> tuple[dict, str]:
     return state_dict, save_checkpoint(path, state_dict)
 
 
-def test_download_verifies_sha256_and_caches(served, tmp_path):
-    root, base_url, requests = served
-    _, digest = small_vmamba_checkpoint(root / "w.pth")
-    spec = WeightsSpec(name="test weights", filename="w.pth", url=f"{base_url}/w.pth", sha256=digest)
+def served_checkpoint(file_server) -> tuple[WeightsSpec, str]:
+    """A small checkpoint on the local server and the spec that names it (pinned by its sha256)."""
+    buffer = io.BytesIO()
+    torch.save(VMamba(**SMALL).state_dict(), buffer)
+    file_server.files["/w.pth"] = buffer.getvalue()
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    return WeightsSpec(name="test", filename="w.pth", url=file_server.url("/w.pth"), sha256=digest), digest
+
+
+def test_download_verifies_sha256_and_caches(file_server, tmp_path):
+    spec, digest = served_checkpoint(file_server)
     cache = tmp_path / "cache"
-    path = resolve_weights(spec, cache_dir=cache)
-    assert path == cache / "w.pth" and weights_fingerprint(path) == digest
+    path = resolve_weights(replace(spec, sha256=digest[:8]), cache_dir=cache)  # a prefix pin, as timm's names
     assert resolve_weights(spec, cache_dir=cache) == path
-    assert requests == ["/w.pth"], "the second call must come from the cache"
+    assert path == cache / "w.pth" and weights_fingerprint(path) == digest
+    assert file_server.requests == [("/w.pth", None)], "the second call must come from the cache"
 
 
-def test_download_with_wrong_sha256_leaves_nothing(served, tmp_path):
-    root, base_url, _ = served
-    small_vmamba_checkpoint(root / "w.pth")
-    spec = WeightsSpec(name="test weights", filename="w.pth", url=f"{base_url}/w.pth", sha256="0" * 64)
-    cache = tmp_path / "cache"
-    with pytest.raises(WeightsError, match="expected 0000"):
-        resolve_weights(spec, cache_dir=cache)
-    assert not cache.exists() or not list(cache.iterdir())
-
-
-def test_offline_without_weights_names_file_place_and_sha256(tmp_path):
-    spec = replace(VMAMBA_TINY_WEIGHTS, url=CLOSED_PORT_URL)
-    with pytest.raises(WeightsError) as error:
-        resolve_weights(spec, cache_dir=tmp_path)
-    message = str(error.value)
-    assert spec.filename in message and str(tmp_path / spec.filename) in message and spec.sha256 in message
+def test_unavailable_weights_name_file_place_and_sha256(file_server, tmp_path):
+    spec = replace(VMAMBA_TINY_WEIGHTS, url=file_server.url("/gone.pth"))
+    for allow_download in (True, False):
+        with pytest.raises(WeightsError) as error:
+            resolve_weights(spec, cache_dir=tmp_path, allow_download=allow_download)
+        message = str(error.value)
+        assert spec.filename in message and str(tmp_path / spec.filename) in message and spec.sha256 in message
+        assert ("HTTP 404" in message) is allow_download and "PDD_WEIGHTS_DIR" in message
+    assert len(file_server.requests) == 1 and not list(tmp_path.iterdir())
 
 
 def test_explicit_file_wins_over_cache_and_cache_over_download(tmp_path, monkeypatch):
@@ -143,17 +121,3 @@ def test_wide_resnet_specs_follow_timm():
     assert tv.filename == "wide_resnet50_2-95faca4d.pth" and tv.sha256 == "95faca4d"
     with pytest.raises(WeightsError, match="racm_in1k"):
         wrn50_weights_spec("imagenet")
-
-
-def test_wide_resnet_loads_a_local_file_through_timm(tmp_path):
-    import timm
-
-    torch.manual_seed(0)
-    source = timm.create_model("wide_resnet50_2", pretrained=False)
-    torch.save(source.state_dict(), tmp_path / "wrn.pth")
-    model = create_wide_resnet50_2("racm_in1k", weights=tmp_path / "wrn.pth", features_only=True, out_indices=(1,))
-    assert torch.equal(model.conv1.weight, source.conv1.weight)
-    assert torch.equal(model.layer1[0].conv2.weight, source.layer1[0].conv2.weight)
-    assert model.weights_file == tmp_path / "wrn.pth"
-    with pytest.raises(WeightsError, match="PDD_WEIGHTS_DIR"):
-        create_wide_resnet50_2("tv_in1k", cache_dir=tmp_path / "empty", allow_download=False)
