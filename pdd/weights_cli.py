@@ -11,25 +11,21 @@ from pathlib import Path
 
 from pdd.config import Params, add_params_arguments, params_from_args
 from pdd.errors import WeightsError
-from pdd.models.weights import WeightsSpec, ensure_weights
 
 TEACHERS = ("vmamba", "wrn50")
 RANDOM_INIT_HINT = "; or run with random-init teachers (--set teachers.pretrained=false)"
 
 
-def teacher_weights_spec(params: Params, teacher: str) -> WeightsSpec:
-    """The file `params.teachers.<teacher>` names, as a spec whose pin is that params key."""
+def fetch_weights(params: Params, teacher: str) -> Path:
+    """Return the verified file `params.teachers.<teacher>` names, downloading it first when it is missing."""
+    from pdd.models.weights import WeightsSpec, ensure_weights  # lazily: every `pdd` command imports this module
+
     if teacher not in TEACHERS:
         raise WeightsError(f"unknown teacher {teacher!r}; use one of: {', '.join(TEACHERS)}")
     settings = getattr(params.teachers, teacher)
-    return WeightsSpec(name=f"{teacher} teacher", filename=Path(settings.file).name, url=settings.url,
+    spec = WeightsSpec(name=f"{teacher} teacher", filename=Path(settings.file).name, url=settings.url,
                        sha256=settings.sha256, pinned_by=f"teachers.{teacher}.sha256")
-
-
-def fetch_weights(params: Params, teacher: str) -> Path:
-    """Return the verified file of `teacher`, downloading it first when it is missing."""
-    spec = teacher_weights_spec(params, teacher)
-    return ensure_weights(spec, getattr(params.teachers, teacher).file, hint=RANDOM_INIT_HINT)
+    return ensure_weights(spec, settings.file, hint=RANDOM_INIT_HINT)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
