@@ -79,13 +79,15 @@ def _profile_stages(params_file: str, profile: str) -> dict[str, Any]:
         job = f"{run['dataset']}-{run['variant']}-{run['fidelity']}-seed{run['seed']}"
         add(f"train-{job}",
             cmd=f"pdd train {pdd_args} --dataset {run['dataset']} --variant {run['variant']} "
-                f"--fidelity {run['fidelity']} --seed {run['seed']} --out {run_dir}",
+                f"--fidelity {run['fidelity']} --seed {run['seed']} --out {run_dir} "
+                "--resume --restart-if-changed --no-progress",
             deps=[plan["datasets"][run["dataset"]]["prepared_dir"], *weights],
             params=params_deps(TRAIN_KEYS),
-            outs=[f"{run_dir}/checkpoints"],
-            plots=[{f"{run_dir}/dvclive": {"cache": False}}])
+            # persist: a stage that crashed keeps its checkpoints and logs, so `dvc repro` resumes it
+            outs=[f"{run_dir}/trained.json", {f"{run_dir}/checkpoints": {"persist": True}}],
+            plots=[{f"{run_dir}/dvclive": {"cache": False, "persist": True}}])
         add(f"evaluate-{job}", cmd=f"pdd evaluate {pdd_args} --run {run_dir}",
-            deps=[f"{run_dir}/checkpoints"], params=params_deps(EVAL_KEYS),
+            deps=[f"{run_dir}/trained.json"], params=params_deps(EVAL_KEYS),
             metrics=[{f"{run_dir}/metrics.json": {"cache": False}}])
 
     run_dirs = {run["id"]: run["run_dir"] for run in plan["runs"]}

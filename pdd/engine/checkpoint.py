@@ -86,6 +86,22 @@ class CheckpointManager:
                 shutil.copyfile(self.last_path, tmp)
         return self.last_path
 
+    def remove_temporaries(self) -> list[Path]:
+        """Delete the temporary files of checkpoint writes that a killed process left behind.
+
+        They never carry a final name (see `pdd.io.atomic_path`), but each is as large as a checkpoint.
+        Call only while holding the run's lock.
+        """
+        stale = sorted(self.directory.glob(".*.tmp")) if self.directory.is_dir() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
+    def discard(self) -> None:
+        """Remove every checkpoint of this run (a restart under new settings)."""
+        if self.directory.is_dir():
+            shutil.rmtree(self.directory)
+
     def candidates(self) -> list[Path]:
         """Checkpoint files, most recent first: `last.pt`, then `epoch_XXX.pt` by decreasing epoch."""
         if not self.directory.is_dir():

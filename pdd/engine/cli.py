@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, required=True)
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (see params.run_dir)")
     train.add_argument("--resume", action="store_true", help="continue RUN_DIR from its last good checkpoint")
+    train.add_argument("--restart-if-changed", action="store_true",
+                       help="with --resume: if RUN_DIR was trained under other settings, train it again from scratch "
+                            "instead of refusing (what a workflow rerun after a params change wants)")
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     train.set_defaults(func=_train)
 
@@ -40,7 +43,7 @@ def _train(args: argparse.Namespace) -> int:
     spec = RunSpec(args.dataset, args.variant, args.fidelity or params.model.fidelity, args.seed)
     params.run_dir(*spec)  # validates the dataset and variant names before anything is built
     result = train_run(params, spec, args.out, params_file=args.params, overrides=args.overrides,
-                       resume=args.resume, progress=args.progress)
+                       resume=args.resume, restart_if_changed=args.restart_if_changed, progress=args.progress)
     print(f"trained {spec.id}: {result.epochs} epochs, {result.global_step} steps, "
           f"{result.wall_time_s:.1f} s -> {result.run_dir}")
     return 0

@@ -163,8 +163,10 @@ def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, 
 
 
 def describe_device(device: torch.device, world_size: int = 1) -> str:
-    """E.g. "cpu", "cuda (NVIDIA H200)", "cpu x2" for a 2-process run."""
-    name = device.type
+    """E.g. "cpu (2 threads)", "cuda (NVIDIA H200)", "cpu (1 threads) x2" for a 2-process run.
+
+    CPU results are reproducible only at the same thread count (reduction order), so it is recorded."""
+    name = f"cpu ({torch.get_num_threads()} threads)"
     if device.type == "cuda":
         name = f"cuda ({torch.cuda.get_device_name(device)})"
     return name if world_size == 1 else f"{name} x{world_size}"

@@ -13,8 +13,9 @@ import contextlib
 import csv
 import logging
 import os
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from pdd.engine.evaluate import EVAL_DIR, MAPS_DIR, epoch_evaluation_path, score
 from pdd.engine.results import describe_device, write_epoch_evaluation
 from pdd.engine.schedule import build_optimizer, build_scheduler
 from pdd.errors import PDDError
-from pdd.io import atomic_write_text
+from pdd.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 CRASH_AFTER_EPOCH_ENV = "PDD_CRASH_AFTER_EPOCH"
 CRASH_EXIT_CODE = 75
 DVCLIVE_DIR = "dvclive"
+# Written last, when every epoch is done: the workflow's completion marker for a training job. Checkpoints
+# and logs are not declared as job outputs, so a failed job keeps them and its rerun resumes.
+TRAINED_MARKER = "trained.json"
 
 
 @dataclass(frozen=True)
@@ -54,9 +58,14 @@ def train_run(
     params_file: str | Path = "params.yaml",
     overrides: list[str] | tuple[str, ...] = (),
     resume: bool = False,
+    restart_if_changed: bool = False,
     progress: bool = True,
 ) -> TrainResult:
-    """Train `spec` into `run_dir` (under torchrun: one shard of it per process)."""
+    """Train `spec` into `run_dir` (under torchrun: one shard of it per process).
+
+    `resume` continues from the last good checkpoint (or starts afresh when there is none);
+    `restart_if_changed` lets a resume discard a run trained under other settings instead of refusing.
+    """
     run_dir = Path(run_dir)
     with contextlib.ExitStack() as stack:
         context = distributed.init_distributed()
@@ -70,7 +79,8 @@ def train_run(
         error = context.broadcast_object(error)
         if error:
             raise PDDError(error)
-        return _Trainer(params, spec, run_dir, context, str(params_file), list(overrides), progress).run(resume)
+        trainer = _Trainer(params, spec, run_dir, context, str(params_file), list(overrides), progress)
+        return trainer.run(resume, restart_if_changed)
 
 
 class _Trainer:
@@ -109,7 +119,11 @@ class _Trainer:
 
     # ---- state --------------------------------------------------------------------------------
 
-    def _restore(self, resume: bool) -> None:
+    def _restore(self, resume: bool, restart_if_changed: bool) -> None:
+        if self.context.is_main:
+            for path in self.checkpoints.remove_temporaries():
+                log.warning("removed %s, left by an interrupted checkpoint write", path)
+            (self.run_dir / TRAINED_MARKER).unlink(missing_ok=True)
         checkpoint = self.checkpoints.load_latest()
         if checkpoint is not None and not resume:
             raise PDDError(
@@ -120,10 +134,19 @@ class _Trainer:
             if self.context.is_main:
                 _clear_outputs(self.run_dir)
             return
+        if checkpoint["signature"] != self.signature and restart_if_changed:
+            log.warning("%s was trained with other settings; starting it again from scratch", self.run_dir)
+            self.context.barrier()
+            if self.context.is_main:
+                self.checkpoints.discard()
+                shutil.rmtree(self.run_dir / DVCLIVE_DIR, ignore_errors=True)
+                _clear_outputs(self.run_dir)
+            return
         if checkpoint["signature"] != self.signature:
             raise PDDError(
                 f"{self.run_dir} was trained with other settings (dataset, variant, fidelity, seed, model, train "
-                "or eval params differ); resume it with the same params, or choose another --out"
+                "or eval params differ); resume it with the same params, pass --restart-if-changed to train it "
+                "again from scratch, or choose another --out"
             )
         runs.load_trainable_state(self.model, checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -150,8 +173,8 @@ class _Trainer:
 
     # ---- loop ---------------------------------------------------------------------------------
 
-    def run(self, resume: bool) -> TrainResult:
-        self._restore(resume)
+    def run(self, resume: bool, restart_if_changed: bool = False) -> TrainResult:
+        self._restore(resume, restart_if_changed)
         if self.context.is_main:
             runs.new_record(self.params, self.params_file, self.spec, self.overrides, self.model,
                             describe_device(self.context.device, self.context.world_size)).write(self.run_dir)
@@ -181,10 +204,14 @@ class _Trainer:
             bar.close()
             if live is not None:
                 live.end()
+        result = TrainResult(self.run_dir, self.epoch, self.global_step, self.wall_time_s)
+        if self.context.is_main:
+            atomic_write_json(self.run_dir / TRAINED_MARKER, {"signature": self.signature, **asdict(result),
+                                                              "run_dir": str(self.run_dir)})
         if self.cache is not None:
             log.info("teacher-feature cache %s: %d hits, %d misses", self.cache.directory, self.cache.hits,
                      self.cache.misses)
-        return TrainResult(self.run_dir, self.epoch, self.global_step, self.wall_time_s)
+        return result
 
     def _train_epoch(self, live, bar: tqdm) -> dict[str, float]:
         self.model.train()
@@ -259,7 +286,7 @@ class _Trainer:
 
 def _clear_outputs(run_dir: Path) -> None:
     """A fresh start must not inherit the evaluations or results of an earlier run in the same directory."""
-    stale = [run_dir / "metrics.json", *run_dir.glob("scores_*.csv"), *(run_dir / MAPS_DIR).glob("*.npz"),
+    stale = [run_dir / TRAINED_MARKER, run_dir / "metrics.json", *run_dir.glob("scores_*.csv"), *(run_dir / MAPS_DIR).glob("*.npz"),
              *(run_dir / EVAL_DIR).glob("epoch_*.json")]
     for path in stale:
         path.unlink(missing_ok=True)

@@ -8,10 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,9 +20,13 @@ PDD = (sys.executable, "-m", "pdd")
 BIN = Path(sys.executable).parent
 
 
+THREADS = 2
+
+
 def pdd_env(faults: list[dict] | None = None, marker: Path | None = None) -> dict[str, str]:
     """The environment of a subprocess, with `faults` armed (see faults/sitecustomize.py)."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # CPU results are bitwise reproducible only at one thread count; Snakemake jobs get theirs from --set-threads
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": str(THREADS)}
     if faults:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULTS_DIR), env.get("PYTHONPATH")]))
         env["PDD_TEST_FAULTS"] = json.dumps(faults)
@@ -35,6 +37,8 @@ def pdd_env(faults: list[dict] | None = None, marker: Path | None = None) -> dic
 
 class Processes:
     """Runs `pdd` (or any command) in fresh processes, optionally with faults armed (the `procs` fixture)."""
+
+    threads = THREADS
 
     @staticmethod
     def run(command: list[str], faults: list[dict] | None = None, cwd: Path = REPO_ROOT,
@@ -127,49 +131,3 @@ def baseline_run(workspace, procs) -> Path:
     return run_dir
 
 
-class _Server(ThreadingHTTPServer):
-    files: dict[str, bytes]
-    cut: set[str]
-    requests: list[tuple[str, str | None]]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Serves `server.files`; paths in `server.cut` promise the whole file, send half and hang up."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):  # noqa: N802 - http.server's naming
-        server: _Server = self.server
-        server.requests.append((self.path, self.headers.get("Range")))
-        if self.path.startswith("/status/"):
-            self.send_error(int(self.path.rsplit("/", 1)[1]))
-            return
-        data = server.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        if self.path in server.cut:
-            server.cut.discard(self.path)
-            self.wfile.write(data[start:start + (len(data) - start) // 2])
-            self.wfile.flush()
-            self.connection.close()
-            return
-        self.wfile.write(data[start:])
-
-
-@pytest.fixture
-def http_server():
-    """A file server on 127.0.0.1 (never the network); `url(path)` gives a file's address."""
-    server = _Server(("127.0.0.1", 0), _Handler)
-    server.files, server.cut, server.requests = {}, set(), []
-    server.url = lambda path: f"http://127.0.0.1:{server.server_address[1]}{path}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()

@@ -10,9 +10,10 @@ rule train:
     input:
         data=lambda w: DATASETS[w.dataset]["prepared_dir"],
         weights=list(WEIGHTS.values()),
+    # Only the completion marker is an output: Snakemake deletes the outputs of a failed job, and the
+    # checkpoints and dvclive logs must survive a crash so that the rerun resumes (`--resume`).
     output:
-        checkpoints=directory(f"{RUN_DIR}/checkpoints"),
-        dvclive=directory(f"{RUN_DIR}/dvclive"),
+        f"{RUN_DIR}/trained.json",
     log:
         f"{LOGS}/train/{RUN_PATTERN}.log",
     benchmark:
@@ -28,12 +29,13 @@ rule train:
         runtime=24 * 60,
     shell:
         "{PDD} train {PARAMS_ARGS} --dataset {wildcards.dataset} --variant {wildcards.variant}"
-        " --fidelity {wildcards.fidelity} --seed {wildcards.seed} --out {params.run_dir} > {log} 2>&1"
+        " --fidelity {wildcards.fidelity} --seed {wildcards.seed} --out {params.run_dir}"
+        " --resume --restart-if-changed --no-progress > {log} 2>&1"
 
 
 rule evaluate:
     input:
-        f"{RUN_DIR}/checkpoints",
+        f"{RUN_DIR}/trained.json",
     output:
         f"{RUN_DIR}/metrics.json",
     log:
