@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 
 from pdd.reporting.published import OURS, published_values, tau_column
 
