@@ -20,7 +20,7 @@ def test_one_model_over_all_classes_with_per_class_metrics(engine_workspace, tmp
     generate(tmp_path / "prepared" / "unimedical", seed=0, n_train=1, n_test_normal=2, n_test_anomalous=2, size=32,
              name="unimedical")
     overrides = engine_workspace.overrides(f"paths.prepared={tmp_path / 'prepared'}", "data.image_size=32",
-                                           "train.epochs=1", "eval.save_maps=2")
+                                           f"paths.cache={tmp_path / 'cache'}", "train.epochs=1", "eval.save_maps=2")
     params = load_params(engine_workspace.params_file, overrides=overrides, profile="demo")
     run_dir = tmp_path / "run"
     result = train_run(params, RunSpec("unimedical", "full", "code", 0), run_dir,
