@@ -184,6 +184,8 @@ class ReportingParams(_Section):
     selection: Literal["best_of_test", "last"] = "best_of_test"
     gap_tolerance: UnitInterval = 0.03
     explain_datasets: list[Name] = ["headct", "brainmri"]
+    # Figs. 4/5 put M1's and PDD's maps side by side on HeadCT and ZhangLab: runs no table needs
+    figure_runs: list[PlanEntry] = [PlanEntry(datasets=["headct", "zhanglab"], variants=["M1", "full"])]
 
 
 class RunSpec(NamedTuple):
@@ -222,13 +224,14 @@ class Params(_Section):
         unknown = [name for name in self.reporting.explain_datasets if name not in self.data.datasets]
         if unknown:
             raise _Problem("reporting.explain_datasets", f"{', '.join(unknown)} not defined in data.datasets")
-        for table, entries in self.plan.items():
+        for table, entries in [*self.plan.items(), ("reporting.figure_runs", self.reporting.figure_runs)]:
             for index, entry in enumerate(entries):
                 for field, names, known in (("datasets", entry.datasets, self.data.datasets),
                                             ("variants", entry.variants, self.variants)):
                     unknown = [name for name in names if name not in known]
                     if unknown:
-                        raise _Problem(f"plan.{table}.{index}.{field}",
+                        where = table if table.startswith("reporting.") else f"plan.{table}"
+                        raise _Problem(f"{where}.{index}.{field}",
                                        f"{', '.join(unknown)} not defined; defined: {', '.join(known)}")
         return self
 
@@ -301,18 +304,21 @@ class Params(_Section):
         return Path(self.paths.results) / dataset / variant / fidelity / f"seed{seed}"
 
     def plan_runs(self, table: str | None = None) -> list[RunSpec]:
-        """The runs `table` needs (every table's when None), in plan order, without duplicates."""
+        """The runs `table` needs (every table's and figure's when None), in plan order, without duplicates."""
         if table is not None and table not in self.plan:
             raise ConfigError(f"unknown table {table!r}; params.plan defines: {', '.join(self.plan) or 'none'}")
-        tables = [table] if table is not None else list(self.plan)
+        entries = self.plan[table] if table is not None else [
+            *(entry for entries in self.plan.values() for entry in entries), *self.reporting.figure_runs]
+        return self._runs_of(entries)
+
+    def _runs_of(self, entries: list[PlanEntry]) -> list[RunSpec]:
         runs: dict[RunSpec, None] = {}
-        for name in tables:
-            for entry in self.plan[name]:
-                for dataset in entry.datasets:
-                    for variant in entry.variants:
-                        for fidelity in entry.fidelities or [self.model.fidelity]:
-                            for seed in self.seeds:
-                                runs[RunSpec(dataset, variant, fidelity, seed)] = None
+        for entry in entries:
+            for dataset in entry.datasets:
+                for variant in entry.variants:
+                    for fidelity in entry.fidelities or [self.model.fidelity]:
+                        for seed in self.seeds:
+                            runs[RunSpec(dataset, variant, fidelity, seed)] = None
         return list(runs)
 
     def plan_summary(self, table: str | None = None) -> dict[str, Any]:

@@ -118,6 +118,16 @@ def test_plan_runs_per_table():
         params.plan_runs("table9")
 
 
+def test_localisation_figures_get_their_m1_runs():
+    """Figs. 4/5 compare M1 with PDD on HeadCT, a run no table needs: the full plan must still train it."""
+    params = load_params(PARAMS)
+    headct_m1 = RunSpec("headct", "M1", "code", 0)
+    assert all(headct_m1 not in params.plan_runs(table) for table in params.plan)
+    assert headct_m1 in params.plan_runs()
+    with pytest.raises(ConfigError, match=r"reporting\.figure_runs\.0\.variants"):
+        load_params(PARAMS, ["reporting.figure_runs=[{datasets: [headct], variants: [M9]}]"])
+
+
 def test_cli_check_exits_2_naming_the_key():
     result = subprocess.run([sys.executable, "-m", "pdd", "params", "check", "--params", str(PARAMS),
                              "--set", "train.lr=0"], capture_output=True, text=True, cwd=REPO)
