@@ -35,9 +35,15 @@ def timed(command: list[str], cwd: Path, timeout: float) -> float:
 
 
 def render_seconds() -> dict[str, float]:
+    sys.path.insert(0, str(ROOT / "tests" / "reporting"))
+    from example_maps import write_example_maps  # the reporting tests' generated anomaly maps
+
     pdd = [sys.executable, "-m", "pdd"]
-    with tempfile.TemporaryDirectory(prefix="pdd-bench-render-") as out:
-        common = ["--params", str(ROOT / "params.yaml"), "--results", str(FIXTURE_RESULTS), "--out", out]
+    with tempfile.TemporaryDirectory(prefix="pdd-bench-render-") as scratch:
+        results, out = Path(scratch) / "results", str(Path(scratch) / "out")
+        shutil.copytree(FIXTURE_RESULTS, results)
+        write_example_maps(results)
+        common = ["--params", str(ROOT / "params.yaml"), "--results", str(results), "--out", out]
         return {"tables_s": timed([*pdd, "tables", *common], ROOT, 600),
                 "figures_s": timed([*pdd, "figures", *common], ROOT, 600)}
 

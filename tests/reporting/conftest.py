@@ -10,6 +10,8 @@ import pytest
 
 from pdd.reporting.tables import ReportSettings, Table5Arm
 
+from .example_maps import write_example_maps
+
 HERE = Path(__file__).parent
 FIXTURE_RESULTS = HERE / "fixtures" / "results"
 GOLDEN = HERE / "golden"
@@ -24,8 +26,11 @@ PAPER_TAU_ARMS = tuple(
 
 
 @pytest.fixture(scope="session")
-def fixture_results() -> Path:
-    return FIXTURE_RESULTS
+def fixture_results(tmp_path_factory) -> Path:
+    """The fixed results set plus the anomaly maps generated for it (read-only by convention)."""
+    root = Path(shutil.copytree(FIXTURE_RESULTS, tmp_path_factory.mktemp("fixture") / "results"))
+    write_example_maps(root)
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +40,9 @@ def settings() -> ReportSettings:
 
 
 @pytest.fixture
-def results_copy(tmp_path) -> Path:
+def results_copy(fixture_results, tmp_path) -> Path:
     """A writable copy of the fixture results, for tests that break a file."""
-    return Path(shutil.copytree(FIXTURE_RESULTS, tmp_path / "results"))
+    return Path(shutil.copytree(fixture_results, tmp_path / "results"))
 
 
 def assert_golden(name: str, text: str) -> None:
