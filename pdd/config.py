@@ -278,7 +278,7 @@ class Params(_Section):
 
     def build_options(self, variant: str, fidelity: str | None = None) -> dict[str, Any]:
         """Everything `build_pdd(params.variant(v).arch, fidelity, **options)` needs for this run."""
-        return {**self.teacher_options(), **self.model_options(variant, fidelity)}
+        return {**self.teacher_options(), **self.model_options(variant, fidelity), "map_sigma": self.eval.sigma}
 
     def dataset(self, name: str) -> DatasetParams:
         if name not in self.data.datasets:

@@ -25,12 +25,11 @@ from pdd.config import Params, RunSpec, load_params
 from pdd.engine.checkpoint import CheckpointManager
 from pdd.engine.results import git_state, utc_now
 from pdd.engine.teacher_cache import TeacherFeatureCache
-from pdd.errors import ConfigError, DataError, PDDError, WeightsError
+from pdd.errors import DataError, PDDError, WeightsError
 from pdd.io import atomic_write_json, sha256_file
 
 RUN_RECORD = "run.json"
 LOCK_FILE = ".lock"
-MODEL_MAP_SIGMA = 4.0  # the smoothing PDDModel's anomaly maps use (the authors' sigma)
 
 
 @dataclass
@@ -109,11 +108,6 @@ def build_model(params: Params, spec: RunSpec) -> torch.nn.Module:
     """The run's PDDModel, with pinned teacher checksums checked against the loaded weights."""
     from pdd.models import build_pdd
 
-    if params.eval.sigma != MODEL_MAP_SIGMA:
-        raise ConfigError(
-            f"eval.sigma: the model smooths anomaly maps with sigma {MODEL_MAP_SIGMA} and cannot use "
-            f"{params.eval.sigma} yet; set eval.sigma to {MODEL_MAP_SIGMA}"
-        )
     model = build_pdd(params.variant(spec.variant).arch, spec.fidelity, **params.build_options(spec.variant, spec.fidelity))
     for name, sha256 in teacher_weights(model).items():
         pinned = getattr(params.teachers, name).sha256

@@ -75,6 +75,8 @@ class PDDOptions:
     lambda_kr: float = 0.02
     lambda_prp: float = 0.02
     lambda_div: float = 0.5
+    # --- scoring ---
+    map_sigma: float = 4.0  # Gaussian smoothing of the anomaly map (the authors' sigma; params eval.sigma)
     # --- teachers ---
     pretrained: bool = False
     wrn_tag: str = "racm_in1k"
@@ -115,6 +117,8 @@ class PDDOptions:
             raise ConfigError(f"low_dim_layers must be in 0..3 (there are 3 levels), got {self.low_dim_layers}")
         if len(self.vmamba_depths) != 4 or len(self.vmamba_dims) != 4:
             raise ConfigError("vmamba_depths and vmamba_dims need 4 entries each, one per VMamba stage")
+        if self.map_sigma <= 0:
+            raise ConfigError(f"map_sigma must be > 0, got {self.map_sigma}")
         for name in ("alpha", "beta", "lambda_kr", "lambda_prp", "lambda_div"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")

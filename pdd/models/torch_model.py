@@ -66,7 +66,7 @@ class PDDModel(nn.Module):
         for module in self.trainable_modules():
             init_official_(module)
         self.criterion = PDDLoss(options)
-        self.anomaly_maps = AnomalyMapGenerator()
+        self.anomaly_maps = AnomalyMapGenerator(sigma=options.map_sigma)
 
     @property
     def variant(self) -> Variant:

@@ -44,3 +44,16 @@ def test_map_is_zero_for_identical_features_and_peaks_at_a_disagreement():
     assert 44 <= peak_row <= 58 and 4 <= peak_col <= 18
     assert scores.item() == pytest.approx(maps.max().item())
     assert scores.item() > 0.1
+
+
+def test_map_sigma_option_sets_the_smoothing_of_the_model_maps(tiny_pdd, images):
+    """`map_sigma` (params eval.sigma) reaches the map: smoothing the sigma-1e-3 map with scipy at sigma 2
+    gives the sigma-2 model's map (a Gaussian that narrow is the identity to float precision)."""
+    narrow, wide = tiny_pdd(map_sigma=1e-3).eval(), tiny_pdd(map_sigma=2.0).eval()
+    with torch.no_grad():
+        features = narrow.teacher_features(images[:1])
+        raw, _ = narrow.anomaly_map(None, features=features)
+        smoothed, scores = wide.anomaly_map(None, features=features)
+    expected = gaussian_filter(raw[0].double().numpy(), sigma=2, truncate=4, mode="reflect")
+    np.testing.assert_allclose(smoothed[0].numpy(), expected, atol=1e-5, rtol=0)
+    assert scores.item() == pytest.approx(float(expected.max()), abs=1e-5)

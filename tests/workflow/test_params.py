@@ -133,3 +133,7 @@ def test_cli_check_exits_2_naming_the_key():
                              "--set", "train.lr=0"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2
     assert "train.lr:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_sigma_reaches_the_model_options():
+    assert load_params(PARAMS, ["eval.sigma=2.5"]).build_options("full")["map_sigma"] == 2.5
