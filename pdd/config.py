@@ -20,10 +20,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from pdd.errors import ConfigError
+from pdd.fingerprints import EXPLAIN, FIGURES, REPLICATION_GAP, TEACHERS, Fingerprint, Stage, fingerprint_of, keys_of
 
 BASE_PROFILE = "paper"
 
 Fidelity = Literal["code", "paper"]
+FIDELITIES: tuple[str, ...] = typing.get_args(Fidelity)
 Arch = Literal["M1", "M2", "M3", "M4", "full"]
 Scoring = Literal["ts", "ss"]
 
@@ -71,6 +73,7 @@ class SyntheticParams(_Section):
 class DatasetParams(_Section):
     seed: Seed | None = None  # None: data.split_seed
     classes: Annotated[list[Name], Field(min_length=1)] | None = None
+    teacher_cache: bool | None = None  # None: train.teacher_cache
 
 
 class DataParams(_Section):
@@ -145,8 +148,8 @@ class TrainParams(_Section):
     eta_min: NonNegativeFloat
     epochs: PositiveInt
     batch_size: PositiveInt
-    eval_every: PositiveInt
-    checkpoint_every: PositiveInt
+    eval_every: PositiveInt  # a weights snapshot every N epochs (and at the end): what `pdd evaluate` selects from
+    keep_snapshots: Literal["all", "selected"] = "all"  # selected: `pdd evaluate` prunes the unselected ones
     teacher_cache: bool = True
     cache_fp16: bool = True
     bf16_autocast: bool = False
@@ -200,6 +203,11 @@ class RunSpec(NamedTuple):
     def id(self) -> str:
         return f"{self.dataset}/{self.variant}/{self.fidelity}/seed{self.seed}"
 
+    @property
+    def relative_dir(self) -> Path:
+        """The run directory below a results root: `<dataset>/<variant>/<fidelity>/seed<k>`."""
+        return Path(self.id)
+
 
 class Params(_Section):
     """The resolved, validated params: the profile and overrides are already applied."""
@@ -246,14 +254,17 @@ class Params(_Section):
         """Hash of the resolved params (profiles excluded: they are already applied)."""
         return _sha256_json(self.model_dump(mode="json", exclude={"profiles"}))
 
-    def train_sha256(self, run: RunSpec) -> str:
-        """Hash of the settings that change what training `run` computes: workflows rerun it when this changes."""
-        data = self.data.model_dump(mode="json", exclude={"datasets", "split_seed"})
-        return _sha256_json({"run": run._asdict(), "arch": self.variant(run.variant).arch, "data": data,
-                             "dataset": self.dataset(run.dataset).model_dump(mode="json"),
-                             "split_seed": self.dataset_seed(run.dataset),
-                             "options": self.build_options(run.variant, run.fidelity),
-                             "train": self.train.model_dump(mode="json")})
+    def fingerprint(self, target: RunSpec | str, stage: Stage | str) -> Fingerprint:
+        """The hash of what job (`target`, `stage`) reads and the dotted keys it covers (`pdd.fingerprints`).
+
+        `target`: a RunSpec for train and evaluate (and prepare, for its dataset); `data/<dataset>` or
+        `weights/<teacher>` for prepare; a table name, `replication_gap`, `figures` or `explain` for tables.
+        """
+        return fingerprint_of(self, keys_of(self, target, stage))
+
+    def teacher_cache_enabled(self, dataset: str) -> bool:
+        own = self.dataset(dataset).teacher_cache
+        return self.train.teacher_cache if own is None else own
 
     def variant(self, name: str) -> VariantParams:
         if name not in self.variants:
@@ -301,7 +312,7 @@ class Params(_Section):
     def run_dir(self, dataset: str, variant: str, fidelity: str, seed: int) -> Path:
         self.dataset(dataset)
         self.variant(variant)
-        return Path(self.paths.results) / dataset / variant / fidelity / f"seed{seed}"
+        return Path(self.paths.results) / RunSpec(dataset, variant, fidelity, seed).relative_dir
 
     def plan_runs(self, table: str | None = None) -> list[RunSpec]:
         """The runs `table` needs (every table's and figure's when None), in plan order, without duplicates."""
@@ -326,6 +337,7 @@ class Params(_Section):
         runs = self.plan_runs(table)
         tables = [table] if table is not None else list(self.plan)
         datasets = list(dict.fromkeys([*(run.dataset for run in runs), *self.reporting.explain_datasets]))
+        report_jobs = [*tables, REPLICATION_GAP, FIGURES, EXPLAIN]
         return {
             "profile": self.profile,
             "params_sha256": self.sha256(),
@@ -333,15 +345,19 @@ class Params(_Section):
             "paths": self.paths.model_dump(),
             "synthetic": self.data.synthetic.model_dump() if self.demo else None,
             "datasets": {name: {"raw_dir": str(self.raw_dir(name)), "prepared_dir": str(self.prepared_dir(name)),
-                                "seed": self.dataset_seed(name), **self.dataset(name).model_dump(exclude={"seed"})}
+                                                "seed": self.dataset_seed(name), "classes": self.dataset(name).classes,
+                                "fingerprint": self.fingerprint(f"data/{name}", Stage.PREPARE)._asdict()}
                          for name in datasets},
-            "eval_sha256": _sha256_json(self.eval.model_dump(mode="json")),
             "explain_datasets": self.reporting.explain_datasets,
-            "weights": {name: getattr(self.teachers, name).file for name in ("vmamba", "wrn50")}
-            if self.teachers.pretrained else {},
+            "weights": {name: {"file": getattr(self.teachers, name).file,
+                               "fingerprint": self.fingerprint(f"weights/{name}", Stage.PREPARE)._asdict()}
+                        for name in TEACHERS} if self.teachers.pretrained else {},
+            "reports": {job: self.fingerprint(job, Stage.TABLES)._asdict() for job in report_jobs},
             "tables": {name: [run.id for run in self.plan_runs(name)] for name in tables},
             "runs": [{"id": run.id, **run._asdict(), "arch": self.variant(run.variant).arch,
-                      "run_dir": str(self.run_dir(*run)), "train_sha256": self.train_sha256(run),
+                      "run_dir": str(self.run_dir(*run)),
+                      "fingerprints": {stage.value: self.fingerprint(run, stage)._asdict()
+                                       for stage in (Stage.TRAIN, Stage.EVALUATE)},
                       "tables": [name for name in tables if run in self.plan_runs(name)]} for run in runs],
         }
 
@@ -389,10 +405,27 @@ def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = (),
             _set_dotted(tree, key, value, source="--set")
             origins[key] = "--set"
     tree["profile"] = active
+    _refuse_removed_keys(tree, path)
     try:
         return Params.model_validate(tree)
     except ValidationError as exc:
         raise _config_error(exc, path, origins) from None
+
+
+# Keys earlier pdd versions knew, and what to do instead: a clear message rather than "unknown key"
+REMOVED_KEYS = {
+    ("train", "checkpoint_every"): "training now keeps one resumable checkpoints/last.pt (replaced every epoch, "
+    "deleted when the run completes) and a weights snapshot every train.eval_every epochs; delete the key",
+}
+
+
+def _refuse_removed_keys(tree: dict[str, Any], path: Path) -> None:
+    for key, what_to_do in REMOVED_KEYS.items():
+        node: Any = tree
+        for part in key[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key[-1] in node:
+            raise ConfigError(f"{path}: {'.'.join(key)} was removed: {what_to_do}")
 
 
 def add_params_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,9 +1,12 @@
-"""Crash-safe training checkpoints that let an interrupted run continue bit-for-bit.
+"""What training leaves on disk: one resumable checkpoint and lean, pickle-free weight snapshots.
 
-A checkpoint holds everything the next epoch depends on: model and optimizer state, the LR schedule,
-the number of finished epochs and the RNG states of torch, numpy and Python. `last.pt` is rewritten
-after every epoch and `epoch_XXX.pt` is kept every `keep_every` epochs, so a damaged `last.pt`
-(disk full, copied half-way) falls back to the newest readable snapshot instead of losing the run.
+* `checkpoints/last.pt` holds everything the next epoch depends on (trainable weights, optimizer and
+  LR-schedule state, finished epochs, the RNG states of torch, numpy and Python), so an interrupted run
+  continues bit for bit. It is replaced atomically after every epoch and deleted when the run completes:
+  a run keeps one optimizer state at most (for `full`, 3x its 122 MB of weights).
+* `snapshots/epoch_XXX.safetensors` holds the trainable modules' weights only (no optimizer, no pickle)
+  every `train.eval_every` epochs and at the end, with the run, epoch and train fingerprint as metadata.
+  `pdd evaluate` scores them and selects among them.
 """
 
 from __future__ import annotations
@@ -11,10 +14,7 @@ from __future__ import annotations
 import logging
 import pickle
 import random
-import re
-import shutil
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,8 @@ from pdd.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
-LAST_NAME = "last.pt"
-_EPOCH_PATTERN = re.compile(r"^epoch_(\d{3,})\.pt$")
+CHECKPOINT_FORMAT = 2
+SNAPSHOT_FORMAT = "pdd-snapshot/1"
 # what torch.load raises on a truncated or overwritten file
 UNREADABLE_ERRORS = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError)
 
@@ -55,88 +54,71 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def epoch_checkpoint_name(epoch: int) -> str:
-    return f"epoch_{epoch:03d}.pt"
+# ---- the resumable checkpoint ---------------------------------------------------------------------
 
 
-@dataclass
-class CheckpointManager:
-    """Writes and finds the checkpoints of one run directory (`RUN_DIR/checkpoints`)."""
-
-    directory: Path
-    keep_every: int = 10
-
-    def __post_init__(self) -> None:
-        self.directory = Path(self.directory)
-        if self.keep_every < 1:
-            raise ValueError(f"keep_every must be >= 1, got {self.keep_every}")
-
-    @property
-    def last_path(self) -> Path:
-        return self.directory / LAST_NAME
-
-    def save(self, state: dict[str, Any], epoch: int, *, final: bool = False) -> Path:
-        """Write `last.pt` (and `epoch_XXX.pt` every `keep_every` epochs or when `final`), atomically."""
-        payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, **state}
-        # through a Python file object, so that a full disk raises OSError(ENOSPC), not an opaque RuntimeError
-        with atomic_path(self.last_path) as tmp, open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-        if final or epoch % self.keep_every == 0:
-            with atomic_path(self.directory / epoch_checkpoint_name(epoch)) as tmp:
-                shutil.copyfile(self.last_path, tmp)
-        return self.last_path
-
-    def remove_temporaries(self) -> list[Path]:
-        """Delete the temporary files of checkpoint writes that a killed process left behind.
-
-        They never carry a final name (see `pdd.io.atomic_path`), but each is as large as a checkpoint.
-        Call only while holding the run's lock.
-        """
-        stale = sorted(self.directory.glob(".*.tmp")) if self.directory.is_dir() else []
-        for path in stale:
-            path.unlink(missing_ok=True)
-        return stale
-
-    def discard(self) -> None:
-        """Remove every checkpoint of this run (a restart under new settings)."""
-        if self.directory.is_dir():
-            shutil.rmtree(self.directory)
-
-    def candidates(self) -> list[Path]:
-        """Checkpoint files, most recent first: `last.pt`, then `epoch_XXX.pt` by decreasing epoch."""
-        if not self.directory.is_dir():
-            return []
-        snapshots = sorted(
-            (p for p in self.directory.iterdir() if _EPOCH_PATTERN.match(p.name)),
-            key=lambda p: int(_EPOCH_PATTERN.match(p.name).group(1)),
-            reverse=True,
-        )
-        last = [self.last_path] if self.last_path.is_file() else []
-        return last + snapshots
-
-    def load_latest(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The newest readable checkpoint, skipping damaged ones with a warning; None when there is none."""
-        candidates = self.candidates()
-        for path in candidates:
-            try:
-                return load_checkpoint(path, map_location)
-            except PDDError as exc:
-                log.warning("%s; falling back to an older checkpoint", exc)
-        if candidates:
-            raise PDDError(
-                f"no readable checkpoint in {self.directory} (tried {', '.join(p.name for p in candidates)}); "
-                "delete that directory to restart the run from scratch"
-            )
-        return None
+def save_checkpoint(path: str | Path, state: dict[str, Any], epoch: int) -> None:
+    """Replace `path` atomically with `state` after `epoch` finished epochs."""
+    payload = {"format": CHECKPOINT_FORMAT, "epoch": epoch, **state}
+    # through a Python file object, so that a full disk raises OSError(ENOSPC), not an opaque RuntimeError
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load one checkpoint with `weights_only=True`; a damaged or foreign file raises PDDError."""
+    """Load the resumable checkpoint with `weights_only=True`; a damaged or foreign file raises PDDError."""
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except UNREADABLE_ERRORS as exc:
-        raise PDDError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})") from exc
+        raise PDDError(
+            f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); the run cannot resume from it. "
+            "Delete it and train again with --resume --restart-if-changed (the run starts afresh)"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "epoch" not in state:
-        raise PDDError(f"checkpoint {path} is not a pdd checkpoint of format {CHECKPOINT_FORMAT}")
+        raise PDDError(f"checkpoint {path} is not a pdd resumable checkpoint of format {CHECKPOINT_FORMAT}; "
+                       "delete it and train again with --resume --restart-if-changed")
     return state
+
+
+# ---- weight snapshots -----------------------------------------------------------------------------
+
+
+def save_snapshot(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write `state` as safetensors with string `metadata`, atomically.
+
+    Tensors are copied to contiguous CPU memory of their own: safetensors refuses shared storage, which
+    modules shared between students (`shared_students`) would otherwise have. The bytes go through a Python
+    file object, so that a full disk raises ENOSPC (safetensors' own file writer replaces the target file)."""
+    from safetensors.torch import save
+
+    tensors = {name: value.detach().to("cpu").contiguous().clone() for name, value in state.items()}
+    payload = save(tensors, metadata={"format": SNAPSHOT_FORMAT, **metadata})
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(payload)
+
+
+def read_snapshot_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for damaged headers
+        raise PDDError(f"snapshot {path} is unreadable ({type(exc).__name__}: {exc}); retrain the run "
+                       "(`pdd train ... --resume --restart-if-changed`)") from exc
+    if metadata.get("format") != SNAPSHOT_FORMAT:
+        raise PDDError(f"{path} is not a pdd weights snapshot (format {metadata.get('format')!r}, "
+                       f"expected {SNAPSHOT_FORMAT!r})")
+    return metadata
+
+
+def load_snapshot(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(weights, metadata) of one snapshot; no pickle is involved."""
+    from safetensors.torch import load_file
+
+    metadata = read_snapshot_metadata(path)
+    try:
+        return load_file(str(path), device=str(device)), metadata
+    except Exception as exc:
+        raise PDDError(f"snapshot {path} is unreadable ({type(exc).__name__}: {exc}); retrain the run") from exc

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +28,16 @@ from pdd.engine.results import (
     package_versions,
     read_epoch_evaluation,
     utc_now,
+    write_epoch_evaluation,
     write_metrics,
 )
+from pdd.engine.checkpoint import load_checkpoint, load_snapshot
+from pdd.engine.rundir import RunDir
 from pdd.engine.teacher_cache import TeacherFeatureCache
-from pdd.errors import PDDError
+from pdd.errors import DataError, PDDError, WeightsError
 from pdd.io import atomic_path, atomic_write_text
 
-EVAL_DIR = "eval"
-MAPS_DIR = "maps"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -139,10 +143,6 @@ def _record(
         })
 
 
-def epoch_evaluation_path(run_dir: Path, epoch: int) -> Path:
-    return Path(run_dir) / EVAL_DIR / f"epoch_{epoch:03d}.json"
-
-
 def select_best_of_test(per_epoch: dict[int, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     """The evaluation with the highest pooled image AUROC (earliest on ties): the authors' selection."""
 
@@ -189,29 +189,36 @@ def evaluate_run(
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score the final checkpoint of `run_dir` and write metrics.json, scores_<s>.csv and maps/<s>.npz."""
-    run_dir = Path(run_dir)
-    record = runs.RunRecord.read(run_dir)
-    params = record.load_params(params_file, profile, list(overrides))
+    """Score every snapshot of `run_dir` under the current evaluation settings, select `last` and
+    `best_of_test`, and write metrics.json, scores_<s>.csv and maps/<s>.npz (from the final snapshot).
+
+    The model, teachers and data are those the run was trained with (its run.json); from the current
+    params come only `eval.*`, `train.keep_snapshots` and `paths.*`. Current values of keys that change
+    training are reported when they differ, and not applied.
+    """
+    directory = RunDir(Path(run_dir))
     started = time.perf_counter()
-    with runs.run_lock(run_dir):
-        runs.check_same_split(params, record)
-        checkpoint = runs.checkpoints(run_dir, params).load_latest()
-        if checkpoint is None or checkpoint["epoch"] < record.epochs:
-            done = 0 if checkpoint is None else checkpoint["epoch"]
-            raise PDDError(
-                f"{run_dir} has finished {done} of {record.epochs} epochs; complete it with "
-                f"`pdd train ... --out {run_dir} --resume` before evaluating"
-            )
+    with runs.run_lock(directory):
+        record = runs.RunRecord.read(directory)
+        current = record.load_params(params_file, profile, list(overrides))
+        trained = record.trained_params()
+        not_applied = runs.differing_keys(current, trained, record.spec)
+        if not_applied:
+            log.warning("params differ from those %s was trained with; evaluating the run as trained (retrain it "
+                        "to apply them): %s", record.spec.id, "; ".join(not_applied))
+        params = trained.model_copy(update={
+            "eval": current.eval, "paths": current.paths,
+            "train": trained.train.model_copy(update={"keep_snapshots": current.train.keep_snapshots}),
+        })
+        run = runs.RunContext(params, record.spec, directory)
+        marker = _completed_training(directory, record)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = runs.build_model(params, record.spec).to(device)
-        runs.load_trainable_state(model, checkpoint["model"])
+        model = run.build_model().to(device)
+        identity = run.identity(model)
+        _check_identity(directory, record, identity)
         scorings = [s for s in params.eval.scorings if model.supports_scoring(s)]
-        scored = score_test_set(
-            model, runs.evaluation_loader(params, runs.open_split(params, record.dataset, "test")), scorings,
-            runs.teacher_cache(params, model), device, n_examples=params.eval.save_maps, progress=progress,
-        )
-        last_metrics = scored.metrics(params.eval.aupro_fpr_limit)
+        selection = _SnapshotScorer(run, model, identity, scorings, device, progress).score_all(record.epochs)
+        scored = selection.final
         document = {
             "schema_version": SCHEMA_VERSION,
             "run": {
@@ -219,37 +226,130 @@ def evaluate_run(
                 "fidelity": record.fidelity, "seed": record.seed, "profile": record.profile,
                 "image_size": record.image_size, "epochs": record.epochs, "demo": record.demo,
             },
-            "metrics": _labelled_metrics(run_dir, record.epochs, last_metrics),
+            "metrics": selection.labelled(),
             "provenance": {
                 "git_commit": record.git_commit, "git_dirty": record.git_dirty,
-                "params_sha256": record.params_sha256, "split_sha256": record.split_sha256,
-                "teacher_weights": record.teacher_weights, "packages": package_versions(),
+                "params_sha256": record.params_sha256, "split_sha256": identity.split_sha256,
+                # hashed from the weights this evaluation loaded, not copied from the record
+                "teacher_weights": identity.teacher_weights, "packages": package_versions(),
                 "device": record.device,
-                "wall_time_s": round(float(checkpoint.get("wall_time_s", 0.0)) + time.perf_counter() - started, 3),
+                "wall_time_s": round(float(marker["wall_time_s"]) + time.perf_counter() - started, 3),
                 "created": utc_now(),
+                "fingerprints": {"train": identity.train_fingerprint, "evaluate": run.evaluate_fingerprint()},
+                "snapshots_scored": sorted(selection.per_epoch),
+                "params_not_applied": not_applied,
             },
         }
         for scoring in scorings:
-            write_scores_csv(run_dir / f"scores_{scoring}.csv", scored, scoring)
-            write_example_maps(run_dir / MAPS_DIR / f"{scoring}.npz", scored.chosen_examples(params.eval.save_maps),
-                               scoring)
-        write_metrics(run_dir / "metrics.json", document)
+            write_scores_csv(directory.scores(scoring), scored, scoring)
+            write_example_maps(directory.maps(scoring), scored.chosen_examples(params.eval.save_maps), scoring)
+        write_metrics(directory.metrics, document)
+        if params.train.keep_snapshots == "selected":
+            for path in _prune_unselected(directory, document["metrics"]):
+                log.info("pruned %s (train.keep_snapshots: selected)", path)
     return document
 
 
-def _labelled_metrics(run_dir: Path, final_epoch: int, last: dict[str, dict]) -> dict[str, dict]:
-    """`last` and `best_of_test` per scoring; the final epoch's entry is the evaluation just made."""
-    per_epoch = {}
-    for path in sorted((run_dir / EVAL_DIR).glob("epoch_*.json")):
+def _completed_training(directory: RunDir, record: runs.RunRecord) -> dict[str, Any]:
+    """trained.json of a completed run, or a PDDError that says how far training got."""
+    if directory.trained_marker.is_file():
+        marker = json.loads(directory.trained_marker.read_text(encoding="utf-8"))
+        if directory.snapshot(marker["epochs"]).is_file():
+            return marker
+    done = 0
+    if directory.resume_checkpoint.is_file():
+        done = load_checkpoint(directory.resume_checkpoint)["epoch"]
+    raise PDDError(
+        f"{directory.root} has finished {done} of {record.epochs} epochs; complete it with "
+        f"`pdd train ... --out {directory.root} --resume` before evaluating"
+    )
+
+
+def _check_identity(directory: RunDir, record: runs.RunRecord, identity: runs.RunIdentity) -> None:
+    """The teachers and split must be those the students were trained against."""
+    trained = record.run_identity
+    if identity.teacher_weights != trained.teacher_weights:
+        raise WeightsError(
+            f"the teacher weights loaded now ({identity.teacher_weights}) are not those {directory.root} was "
+            f"trained with ({trained.teacher_weights}); restore the original weight files or retrain the run"
+        )
+    if identity.split_sha256 != trained.split_sha256:
+        raise DataError(
+            f"split.csv of the prepared dataset changed since this run was trained (sha256 "
+            f"{identity.split_sha256[:12]}…, run.json has {trained.split_sha256[:12]}…); prepare the dataset "
+            "again with the same seed, or retrain the run"
+        )
+
+
+@dataclass
+class _Selection:
+    """The metrics of every scored snapshot and the final snapshot's full results."""
+
+    per_epoch: dict[int, dict[str, dict]]
+    final_epoch: int
+    final: ScoredTestSet
+
+    def labelled(self) -> dict[str, dict]:
+        """`last` and `best_of_test` per scoring, all from evaluations made under the same settings."""
+        results = {}
+        for scoring, metrics in self.per_epoch[self.final_epoch].items():
+            candidates = {epoch: m[scoring] for epoch, m in self.per_epoch.items()}
+            best_epoch, best = select_best_of_test(candidates)
+            results[scoring] = {"last": {"epoch": self.final_epoch, **metrics},
+                                "best_of_test": {"epoch": best_epoch, **best}}
+        return results
+
+
+class _SnapshotScorer:
+    """Scores a run's snapshots, reusing an epoch's evaluation only when it was made under the same
+    train and evaluate fingerprints (so a selection never mixes settings)."""
+
+    def __init__(self, run: runs.RunContext, model: torch.nn.Module, identity: runs.RunIdentity,
+                 scorings: list[str], device: torch.device, progress: bool) -> None:
+        self.run, self.model, self.scorings, self.device, self.progress = run, model, scorings, device, progress
+        self.evaluated_with = {"train": identity.train_fingerprint, "evaluate": run.evaluate_fingerprint()}
+        self.loader = run.evaluation_loader(run.open_split("test"))
+        self.cache = run.teacher_cache(model)
+
+    def score_all(self, final_epoch: int) -> _Selection:
+        epochs = self.run.dir.snapshot_epochs()
+        per_epoch: dict[int, dict[str, dict]] = {}
+        for epoch in (epoch for epoch in epochs if epoch < final_epoch):
+            per_epoch[epoch] = self._reused(epoch) or self._scored(epoch, 0)[0]
+        per_epoch[final_epoch], final = self._scored(final_epoch, self.run.params.eval.save_maps)
+        return _Selection(per_epoch, final_epoch, final)
+
+    def _reused(self, epoch: int) -> dict[str, dict] | None:
+        path = self.run.dir.epoch_evaluation(epoch)
+        if not path.is_file():
+            return None
         document = read_epoch_evaluation(path)
-        per_epoch[document["epoch"]] = document["metrics"]
-    results = {}
-    for scoring, metrics in last.items():
-        candidates = {epoch: m[scoring] for epoch, m in per_epoch.items() if scoring in m and epoch <= final_epoch}
-        candidates[final_epoch] = metrics
-        best_epoch, best = select_best_of_test(candidates)
-        results[scoring] = {
-            "last": {"epoch": final_epoch, **metrics},
-            "best_of_test": {"epoch": best_epoch, **best},
-        }
-    return results
+        if document.get("evaluated_with") != self.evaluated_with or set(document["metrics"]) != set(self.scorings):
+            return None
+        log.info("epoch %d: reusing %s (scored under the same settings)", epoch, path)
+        return document["metrics"]
+
+    def _scored(self, epoch: int, n_examples: int) -> tuple[dict[str, dict], ScoredTestSet]:
+        path = self.run.dir.snapshot(epoch)
+        state, metadata = load_snapshot(path, self.device)
+        if metadata.get("train_fingerprint") != self.evaluated_with["train"] or metadata.get("epoch") != str(epoch):
+            raise PDDError(f"{path} belongs to another training (epoch {metadata.get('epoch')}, train fingerprint "
+                           f"{metadata.get('train_fingerprint', '?')[:12]}…); retrain the run")
+        runs.load_trainable_state(self.model, state, source=str(path))
+        scored = score_test_set(self.model, self.loader, self.scorings, self.cache, self.device,
+                                n_examples=n_examples, progress=self.progress)
+        metrics = scored.metrics(self.run.params.eval.aupro_fpr_limit)
+        write_epoch_evaluation(self.run.dir.epoch_evaluation(epoch),
+                               {"epoch": epoch, "metrics": metrics, "evaluated_with": self.evaluated_with})
+        summary = ", ".join(f"{s} image AUROC {m['pooled']['image_AUROC']}" for s, m in metrics.items())
+        log.info("epoch %d: %s", epoch, summary)
+        return metrics, scored
+
+
+def _prune_unselected(directory: RunDir, metrics: dict[str, dict]) -> list[Path]:
+    """Delete the snapshots that neither `last` nor `best_of_test` of any scoring selected."""
+    kept = {entry["epoch"] for results in metrics.values() for entry in results.values()}
+    pruned = [directory.snapshot(epoch) for epoch in directory.snapshot_epochs() if epoch not in kept]
+    for path in pruned:
+        path.unlink()
+    return pruned

@@ -74,6 +74,10 @@ class Provenance(_Strict):
     device: str
     wall_time_s: float = Field(ge=0.0)
     created: str
+    # what this evaluation ran under (absent in files of earlier pdd versions)
+    fingerprints: dict[Literal["train", "evaluate"], str] | None = None
+    snapshots_scored: list[int] | None = None  # the epochs best_of_test chose from
+    params_not_applied: list[str] | None = None  # current keys that differ from the run's and were not applied
 
 
 class MetricsDocument(_Strict):
@@ -84,10 +88,12 @@ class MetricsDocument(_Strict):
 
 
 class EpochEvaluation(_Strict):
-    """`eval/epoch_XXX.json`: what training measured on the test split after one epoch."""
+    """`eval/epoch_XXX.json`: what `pdd evaluate` measured on the test split with one epoch's snapshot."""
 
     epoch: int = Field(ge=0)
     metrics: dict[Literal["ts", "ss"], ClassMetrics] = Field(min_length=1)
+    # the train and evaluate fingerprints it was scored under: reused only under the same ones
+    evaluated_with: dict[Literal["train", "evaluate"], str] | None = None
 
 
 def _validated(model: type[BaseModel], document: Any, source: str) -> BaseModel:

@@ -1,13 +1,13 @@
-"""What training and evaluation share about one run: its record, model, data, seeding and lock.
+"""What training and evaluation share about one run: its record, its context, seeding and lock.
 
-`run.json` is written when training starts and is what `pdd evaluate` rebuilds the run from, so
-evaluation needs only `--run RUN_DIR` (plus the params file for the evaluation settings).
+`run.json` (a `RunRecord`) is written when training starts and keeps the complete resolved params the
+run was trained with, so `pdd evaluate` rebuilds exactly the model, teachers and data that were
+trained, whatever params.yaml says by then; only the evaluation settings come from the current params.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -22,19 +22,36 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pdd.config import Params, RunSpec, load_params
-from pdd.engine.checkpoint import CheckpointManager
 from pdd.engine.results import git_state, utc_now
+from pdd.engine.rundir import RUN_LAYOUT, RunDir
 from pdd.engine.teacher_cache import TeacherFeatureCache
 from pdd.errors import DataError, PDDError, WeightsError
+from pdd.fingerprints import Stage, leaf_keys, lookup
 from pdd.io import atomic_write_json, sha256_file
 
-RUN_RECORD = "run.json"
-LOCK_FILE = ".lock"
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What a run's weights depend on: params (train fingerprint), the teachers as loaded, the split.
+
+    Training resumes, and a completed run counts as done, only under the same identity."""
+
+    train_fingerprint: str
+    teacher_weights: dict[str, str]
+    split_sha256: str
+
+    def differences(self, other: RunIdentity) -> list[str]:
+        return [name for name in ("train_fingerprint", "teacher_weights", "split_sha256")
+                if getattr(self, name) != getattr(other, name)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunIdentity:
+        return cls(**{name: data[name] for name in ("train_fingerprint", "teacher_weights", "split_sha256")})
 
 
 @dataclass
 class RunRecord:
-    """`RUN_DIR/run.json`: how a run was started, enough to rebuild its model and data later."""
+    """`RUN_DIR/run.json`: how a run was started, with the complete resolved params it was trained with."""
 
     dataset: str
     variant: str
@@ -44,54 +61,66 @@ class RunRecord:
     profile: str
     overrides: list[str]
     arch: str
+    params: dict[str, Any]  # Params.model_dump(mode="json"): what evaluate rebuilds the run from
     params_sha256: str
-    split_sha256: str
-    teacher_weights: dict[str, str]
+    identity: dict[str, Any]  # RunIdentity
     image_size: int
     epochs: int
     demo: bool
     git_commit: str
     git_dirty: bool | None
     device: str
+    layout: int = RUN_LAYOUT
     created: str = field(default_factory=utc_now)
 
     @property
     def spec(self) -> RunSpec:
         return RunSpec(self.dataset, self.variant, self.fidelity, self.seed)
 
-    def write(self, run_dir: Path) -> None:
-        atomic_write_json(run_dir / RUN_RECORD, asdict(self))
+    @property
+    def run_identity(self) -> RunIdentity:
+        return RunIdentity.from_dict(self.identity)
+
+    def trained_params(self) -> Params:
+        return Params.model_validate(self.params)
+
+    def write(self, run_dir: RunDir) -> None:
+        atomic_write_json(run_dir.record, asdict(self))
 
     @classmethod
-    def read(cls, run_dir: Path) -> RunRecord:
-        path = Path(run_dir) / RUN_RECORD
-        if not path.is_file():
-            raise PDDError(f"{run_dir} is not a training run (no {RUN_RECORD}); run `pdd train ... --out {run_dir}` first")
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+    def read(cls, run_dir: RunDir) -> RunRecord:
+        refuse_old_layout(run_dir)
+        if not run_dir.record.is_file():
+            raise PDDError(f"{run_dir.root} is not a training run (no {run_dir.record.name}); run "
+                           f"`pdd train ... --out {run_dir.root}` first")
+        return cls(**json.loads(run_dir.record.read_text(encoding="utf-8")))
 
     def load_params(
         self, params_file: str | Path | None = None, profile: str | None = None, overrides: list[str] = ()
     ) -> Params:
-        """The run's params: `params_file` (default: the one it was trained with) under the run's profile and
+        """The current params: `params_file` (default: the one it was trained with) under the run's profile and
         overrides, then `profile` and `overrides` (e.g. evaluation settings) on top."""
         return load_params(
             params_file or self.params_file, overrides=[*self.overrides, *overrides], profile=profile or self.profile
         )
 
 
-def training_signature(params: Params, spec: RunSpec) -> str:
-    """Hash of every setting that changes what training computes; a run resumes only under the same one."""
-    relevant = {
-        "spec": list(spec),
-        "build": params.build_options(spec.variant, spec.fidelity),
-        "arch": params.variant(spec.variant).arch,
-        "image_size": params.data.image_size,
-        "prepared": str(params.prepared_dir(spec.dataset)),
-        "classes": params.dataset(spec.dataset).classes,
-        "train": params.train.model_dump(mode="json"),
-        "eval": params.eval.model_dump(mode="json"),
-    }
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
+def refuse_old_layout(run_dir: RunDir) -> None:
+    """A run directory of an earlier pdd layout cannot be read: say so, and what to do, before touching it."""
+    old_files = run_dir.old_layout_files()
+    layout = None
+    if run_dir.record.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            layout = json.loads(run_dir.record.read_text(encoding="utf-8")).get("layout")
+    if old_files or (run_dir.record.is_file() and layout != RUN_LAYOUT):
+        raise PDDError(
+            f"{run_dir.root} was written by an earlier pdd (run layout {layout or 1}, full checkpoints such as "
+            f"{old_files[0].name if old_files else 'checkpoints/epoch_XXX.pt'}; this version writes layout "
+            f"{RUN_LAYOUT}: weights snapshots in snapshots/ and the resolved params in run.json). Its checkpoints "
+            "cannot be resumed or re-scored safely by this version: move the directory aside (keep its "
+            "metrics.json, which tables still read) and train the run again, or evaluate it with the pdd commit "
+            "recorded in its run.json"
+        )
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -104,59 +133,6 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def build_model(params: Params, spec: RunSpec) -> torch.nn.Module:
-    """The run's PDDModel, with pinned teacher checksums checked against the loaded weights."""
-    from pdd.models import build_pdd
-
-    model = build_pdd(params.variant(spec.variant).arch, spec.fidelity, **params.build_options(spec.variant, spec.fidelity))
-    for name, sha256 in teacher_weights(model).items():
-        pinned = getattr(params.teachers, name).sha256
-        if params.teachers.pretrained and pinned and sha256 != pinned:
-            raise WeightsError(
-                f"teacher {name} weights have sha256 {sha256}, but params pin teachers.{name}.sha256={pinned}; "
-                f"re-download teachers.{name}.file or update the pin"
-            )
-    return model
-
-
-def teacher_weights(model: torch.nn.Module) -> dict[str, str]:
-    """{teacher: weights sha256 | "random-init"}, as metrics.json records them."""
-    return {name: str(identity["weights"]) for name, identity in model.teacher_fingerprint().items()}
-
-
-def prepared_root(params: Params, dataset: str) -> Path:
-    root = params.prepared_dir(dataset)
-    if not (root / "split.csv").is_file():
-        synthetic = params.data.source == "synthetic"
-        how = f"pdd data synthetic {dataset} --out {root}" if synthetic else f"pdd data prepare {dataset} --out {root} ..."
-        raise DataError(f"prepared dataset {root} not found (no split.csv); create it with `{how}`")
-    return root
-
-
-def split_sha256(params: Params, dataset: str) -> str:
-    return sha256_file(prepared_root(params, dataset) / "split.csv")
-
-
-def check_same_split(params: Params, record: RunRecord) -> None:
-    """Refuse to evaluate a run on another split than the one it was trained with."""
-    current = split_sha256(params, record.dataset)
-    if current != record.split_sha256:
-        raise DataError(
-            f"{params.prepared_dir(record.dataset)}/split.csv changed since this run was trained (sha256 "
-            f"{current[:12]}…, run.json has {record.split_sha256[:12]}…); prepare the dataset again with the same "
-            "seed, or retrain the run"
-        )
-
-
-def open_split(params: Params, dataset: str, split: str) -> Dataset:
-    from pdd.data.dataset import PreparedDataset
-
-    return PreparedDataset(
-        prepared_root(params, dataset), split=split, image_size=params.data.image_size,
-        classes=params.dataset(dataset).classes,
-    )
-
-
 def seeded_worker(worker_id: int) -> None:
     """DataLoader workers get seeds derived from the loader's seeded generator, not from the clock."""
     seed = torch.initial_seed() % 2**32
@@ -164,19 +140,101 @@ def seeded_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def evaluation_loader(params: Params, dataset: Dataset) -> DataLoader:
-    return DataLoader(
-        dataset, batch_size=params.eval.batch_size, shuffle=False, num_workers=params.train.num_workers,
-        worker_init_fn=seeded_worker,
-    )
+def teacher_weights(model: torch.nn.Module) -> dict[str, str]:
+    """{teacher: sha256 of the weights as loaded | "random-init"}, as provenance records them."""
+    return {name: str(identity["weights"]) for name, identity in model.teacher_fingerprint().items()}
 
 
-def teacher_cache(params: Params, model: torch.nn.Module) -> TeacherFeatureCache | None:
-    if not params.train.teacher_cache:
-        return None
-    dtype = torch.float16 if params.train.cache_fp16 else torch.float32
-    root = Path(params.paths.cache) / "teacher_features"
-    return TeacherFeatureCache(root, model.teacher_fingerprint(), params.data.image_size, dtype)
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state without the frozen teachers, which are rebuilt from their weights instead."""
+    return {key: value for key, value in model.state_dict().items() if not key.startswith("teachers.")}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [key for key in missing if not key.startswith("teachers.")]
+    if missing or unexpected:
+        raise PDDError(
+            f"{source} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+            "was it written by another variant? Use a fresh --out directory"
+        )
+
+
+@dataclass
+class RunContext:
+    """One run under one set of resolved params: everything training and evaluation derive from them."""
+
+    params: Params
+    spec: RunSpec
+    dir: RunDir
+
+    @property
+    def arch(self) -> str:
+        return self.params.variant(self.spec.variant).arch
+
+    def train_fingerprint(self) -> str:
+        return self.params.fingerprint(self.spec, Stage.TRAIN).sha256
+
+    def evaluate_fingerprint(self) -> str:
+        return self.params.fingerprint(self.spec, Stage.EVALUATE).sha256
+
+    def build_model(self) -> torch.nn.Module:
+        """The run's PDDModel, with pinned teacher checksums checked against the loaded weights."""
+        from pdd.models import build_pdd
+
+        params = self.params
+        model = build_pdd(self.arch, self.spec.fidelity, **params.build_options(self.spec.variant, self.spec.fidelity))
+        for name, sha256 in teacher_weights(model).items():
+            pinned = getattr(params.teachers, name).sha256
+            if params.teachers.pretrained and pinned and sha256 != pinned:
+                raise WeightsError(
+                    f"teacher {name} weights have sha256 {sha256}, but params pin teachers.{name}.sha256={pinned}; "
+                    f"re-download teachers.{name}.file or update the pin"
+                )
+        return model
+
+    def identity(self, model: torch.nn.Module) -> RunIdentity:
+        return RunIdentity(self.train_fingerprint(), teacher_weights(model), self.split_sha256())
+
+    def prepared_root(self) -> Path:
+        root = self.params.prepared_dir(self.spec.dataset)
+        if not (root / "split.csv").is_file():
+            synthetic = self.params.data.source == "synthetic"
+            name = self.spec.dataset
+            how = f"pdd data synthetic {name} --out {root}" if synthetic else f"pdd data prepare {name} --out {root} ..."
+            raise DataError(f"prepared dataset {root} not found (no split.csv); create it with `{how}`")
+        return root
+
+    def split_sha256(self) -> str:
+        return sha256_file(self.prepared_root() / "split.csv")
+
+    def open_split(self, split: str) -> Dataset:
+        from pdd.data.dataset import PreparedDataset
+
+        return PreparedDataset(self.prepared_root(), split=split, image_size=self.params.data.image_size,
+                               classes=self.params.dataset(self.spec.dataset).classes)
+
+    def evaluation_loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.params.eval.batch_size, shuffle=False,
+                          num_workers=self.params.train.num_workers, worker_init_fn=seeded_worker)
+
+    def teacher_cache(self, model: torch.nn.Module) -> TeacherFeatureCache | None:
+        if not self.params.teacher_cache_enabled(self.spec.dataset):
+            return None
+        dtype = torch.float16 if self.params.train.cache_fp16 else torch.float32
+        root = Path(self.params.paths.cache) / "teacher_features"
+        return TeacherFeatureCache(root, model.teacher_fingerprint(), self.params.data.image_size, dtype)
+
+    def new_record(self, params_file: str | Path, overrides: list[str], identity: RunIdentity, device: str) -> RunRecord:
+        commit, dirty = git_state()
+        params = self.params
+        return RunRecord(
+            dataset=self.spec.dataset, variant=self.spec.variant, fidelity=self.spec.fidelity, seed=self.spec.seed,
+            params_file=str(params_file), profile=params.profile, overrides=list(overrides), arch=self.arch,
+            params=params.model_dump(mode="json"), params_sha256=params.sha256(), identity=asdict(identity),
+            image_size=params.data.image_size, epochs=params.train.epochs,
+            demo=params.demo or not params.teachers.pretrained, git_commit=commit, git_dirty=dirty, device=device,
+        )
 
 
 def teacher_features(
@@ -190,56 +248,43 @@ def teacher_features(
     return cache.features(model.teacher_features, images, batch["sha256"])
 
 
-def checkpoints(run_dir: Path, params: Params) -> CheckpointManager:
-    return CheckpointManager(Path(run_dir) / "checkpoints", keep_every=params.train.checkpoint_every)
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state without the frozen teachers, which are rebuilt from their weights instead."""
-    return {key: value for key, value in model.state_dict().items() if not key.startswith("teachers.")}
-
-
-def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [key for key in missing if not key.startswith("teachers.")]
-    if missing or unexpected:
-        raise PDDError(
-            f"checkpoint does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
-            "was it written by another variant? Use a fresh --out directory"
-        )
+def differing_keys(current: Params, trained: Params, spec: RunSpec) -> list[str]:
+    """Keys that change what `spec` trained on (its prepare and train fingerprints) and differ now, as
+    `key (trained: a, now: b)` lines."""
+    keys = dict.fromkeys([*current.fingerprint(spec, Stage.PREPARE).keys, *current.fingerprint(spec, Stage.TRAIN).keys,
+                          *trained.fingerprint(spec, Stage.PREPARE).keys, *trained.fingerprint(spec, Stage.TRAIN).keys])
+    now, then = current.model_dump(mode="json"), trained.model_dump(mode="json")
+    by_name = {".".join(key): key for key in [*leaf_keys(now), *leaf_keys(then)]}
+    lines = []
+    for name in keys:
+        key = by_name.get(name, tuple(name.split(".")))
+        values = []
+        for tree in (then, now):
+            try:
+                values.append(lookup(tree, key))
+            except (KeyError, TypeError):
+                values.append("<absent>")
+        if values[0] != values[1]:
+            lines.append(f"{name} (trained: {values[0]!r}, now: {values[1]!r})")
+    return lines
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
+def run_lock(run_dir: RunDir, enabled: bool = True) -> Iterator[None]:
     """Hold `RUN_DIR/.lock` so two live processes never write one run; released even on a crash."""
     if not enabled:
         yield
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(run_dir / LOCK_FILE, timeout=0)
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(run_dir.lock, timeout=0)
     try:
         lock.acquire()
     except filelock.Timeout:
         raise PDDError(
-            f"{run_dir} is in use by another live pdd process (lock {run_dir / LOCK_FILE}); wait for it to "
+            f"{run_dir.root} is in use by another live pdd process (lock {run_dir.lock}); wait for it to "
             "finish, or choose another --out"
         ) from None
     try:
         yield
     finally:
         lock.release()
-
-
-def new_record(params: Params, params_file: str | Path, spec: RunSpec, overrides: list[str], model: torch.nn.Module,
-               device: str) -> RunRecord:
-    weights = teacher_weights(model)
-    commit, dirty = git_state()
-    return RunRecord(
-        dataset=spec.dataset, variant=spec.variant, fidelity=spec.fidelity, seed=spec.seed,
-        params_file=str(params_file), profile=params.profile, overrides=list(overrides),
-        arch=params.variant(spec.variant).arch, params_sha256=params.sha256(),
-        split_sha256=split_sha256(params, spec.dataset), teacher_weights=weights,
-        image_size=params.data.image_size, epochs=params.train.epochs,
-        demo=params.demo or not params.teachers.pretrained,
-        git_commit=commit, git_dirty=dirty, device=device,
-    )

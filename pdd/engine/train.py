@@ -1,19 +1,20 @@
 """One training run of the authors' recipe, resumable and deterministic on the CPU.
 
-The loop trains the students on (cached) frozen-teacher features, logs every loss term and the
-learning rate per step with dvclive, evaluates on the test split every `train.eval_every` epochs
-(the authors' protocol) and checkpoints after every epoch. A resumed run replays exactly what an
-uninterrupted one would have done: the shuffling of epoch e depends only on (seed, e), and model,
-optimizer, schedule and RNG states come back from the checkpoint.
+The loop trains the students on (cached) frozen-teacher features and logs every loss term and the
+learning rate per step with dvclive. Every `train.eval_every` epochs and at the end it writes a
+weights snapshot (safetensors) for `pdd evaluate` to score and select from, and after every epoch it
+replaces the one resumable checkpoint. A resumed run replays exactly what an uninterrupted one would
+have done: the shuffling of epoch e depends only on (seed, e), and weights, optimizer, schedule and RNG
+states come back from the checkpoint. Training needs no test data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,9 +25,9 @@ from tqdm import tqdm
 
 from pdd.config import Params, RunSpec
 from pdd.engine import distributed, runs
-from pdd.engine.checkpoint import capture_rng_state, restore_rng_state
-from pdd.engine.evaluate import EVAL_DIR, MAPS_DIR, epoch_evaluation_path, score_test_set
-from pdd.engine.results import describe_device, write_epoch_evaluation
+from pdd.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint, save_snapshot
+from pdd.engine.results import describe_device
+from pdd.engine.rundir import RunDir
 from pdd.engine.schedule import build_optimizer, build_scheduler
 from pdd.errors import PDDError
 from pdd.io import atomic_write_json, atomic_write_text
@@ -36,10 +37,6 @@ log = logging.getLogger(__name__)
 # Fault injection for the resume tests: the process dies (no cleanup) right after this epoch's checkpoint.
 CRASH_AFTER_EPOCH_ENV = "PDD_CRASH_AFTER_EPOCH"
 CRASH_EXIT_CODE = 75
-DVCLIVE_DIR = "dvclive"
-# Written last, when every epoch is done: the workflow's completion marker for a training job. Checkpoints
-# and logs are not declared as job outputs, so a failed job keeps them and its rerun resumes.
-TRAINED_MARKER = "trained.json"
 
 
 @dataclass(frozen=True)
@@ -48,6 +45,7 @@ class TrainResult:
     epochs: int
     global_step: int
     wall_time_s: float
+    snapshots: tuple[int, ...] = ()
 
 
 def train_run(
@@ -63,121 +61,161 @@ def train_run(
 ) -> TrainResult:
     """Train `spec` into `run_dir` (under torchrun: one shard of it per process).
 
-    `resume` continues from the last good checkpoint (or starts afresh when there is none);
-    `restart_if_changed` lets a resume discard a run trained under other settings instead of refusing.
+    `resume` continues from the resumable checkpoint (starts afresh when there is none, and returns at
+    once when the run is already complete); `restart_if_changed` lets a resume discard a run trained under
+    another identity (train fingerprint, teacher weights, split) instead of refusing.
     """
-    run_dir = Path(run_dir)
+    directory = RunDir(Path(run_dir))
     with contextlib.ExitStack() as stack:
         context = distributed.init_distributed()
         stack.callback(distributed.shutdown, context)
         error = None
         if context.is_main:  # rank 0 holds the lock; every rank stops if it is taken
             try:
-                stack.enter_context(runs.run_lock(run_dir))
+                stack.enter_context(runs.run_lock(directory))
+                runs.refuse_old_layout(directory)
             except PDDError as exc:
                 error = str(exc)
         error = context.broadcast_object(error)
         if error:
             raise PDDError(error)
-        trainer = _Trainer(params, spec, run_dir, context, str(params_file), list(overrides), progress)
+        trainer = _Trainer(runs.RunContext(params, spec, directory), context, str(params_file), list(overrides),
+                           progress)
         return trainer.run(resume, restart_if_changed)
 
 
 class _Trainer:
-    def __init__(self, params: Params, spec: RunSpec, run_dir: Path, context: distributed.DistributedContext,
-                 params_file: str, overrides: list[str], progress: bool) -> None:
-        self.params, self.spec, self.run_dir, self.context = params, spec, run_dir, context
+    def __init__(self, run: runs.RunContext, context: distributed.DistributedContext, params_file: str,
+                 overrides: list[str], progress: bool) -> None:
+        self.run_context, self.context = run, context
+        self.spec, self.dir = run.spec, run.dir
         self.params_file, self.overrides = params_file, overrides
         self.progress = progress and context.is_main
-        self.train_cfg = params.train
-        self.signature = runs.training_signature(params, spec)
-        self.checkpoints = runs.checkpoints(run_dir, params)
+        self.train_cfg = run.params.train
 
-        runs.seed_everything(spec.seed, self.train_cfg.deterministic)
-        self.model = runs.build_model(params, spec).to(context.device)
+        runs.seed_everything(self.spec.seed, self.train_cfg.deterministic)
+        self.model = run.build_model().to(context.device)
+        self.identity = run.identity(self.model)
         self.loss = distributed.wrap_loss(self.model, context)
         self.optimizer = build_optimizer(self.model.student_parameters(), self.train_cfg.lr, tuple(self.train_cfg.betas),
                                          self.train_cfg.weight_decay)
         self.scheduler = build_scheduler(self.optimizer, self.train_cfg.schedule, self.train_cfg.epochs,
                                          self.train_cfg.t_max, self.train_cfg.eta_min)
-        self.cache = runs.teacher_cache(params, self.model)
-        self.scorings = [s for s in params.eval.scorings if self.model.supports_scoring(s)]
-        self.train_set = runs.open_split(params, spec.dataset, "train")
+        self.cache = run.teacher_cache(self.model)
+        self.train_set = run.open_split("train")
         self.sampler = DistributedSampler(self.train_set, num_replicas=context.world_size, rank=context.rank,
-                                          shuffle=True, seed=spec.seed, drop_last=False)
+                                          shuffle=True, seed=self.spec.seed, drop_last=False)
         self.loader = DataLoader(
             self.train_set, batch_size=self.train_cfg.batch_size, sampler=self.sampler,
             num_workers=self.train_cfg.num_workers, worker_init_fn=runs.seeded_worker,
-            generator=torch.Generator().manual_seed(spec.seed), pin_memory=context.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.spec.seed), pin_memory=context.device.type == "cuda",
         )
-        self.test_loader = None
-        if context.is_main:
-            self.test_loader = runs.evaluation_loader(params, runs.open_split(params, spec.dataset, "test"))
         self.epoch = 0
         self.global_step = 0
         self.wall_time_s = 0.0
 
     # ---- state --------------------------------------------------------------------------------
 
-    def _restore(self, resume: bool, restart_if_changed: bool) -> None:
-        if self.context.is_main:
-            for path in self.checkpoints.remove_temporaries():
-                log.warning("removed %s, left by an interrupted checkpoint write", path)
-            (self.run_dir / TRAINED_MARKER).unlink(missing_ok=True)
-        checkpoint = self.checkpoints.load_latest()
-        if checkpoint is not None and not resume:
+    def _completed(self) -> dict | None:
+        """trained.json of a run that finished under some identity, or None."""
+        marker = self.dir.trained_marker
+        if not marker.is_file():
+            return None
+        document = json.loads(marker.read_text(encoding="utf-8"))
+        return document if self.dir.snapshot(document["epochs"]).is_file() else None
+
+    def _changed(self, recorded: dict, what: str, resume: bool, restart_if_changed: bool) -> bool:
+        """Whether a run found in the directory must be started again; refuses when it may not be."""
+        if not resume:
+            raise PDDError(f"{self.dir.root} already holds a run ({what}); pass --resume to continue it, "
+                           "or choose another --out")
+        differences = self.identity.differences(runs.RunIdentity.from_dict(recorded))
+        if differences and not restart_if_changed:
             raise PDDError(
-                f"{self.run_dir} already holds a run (epoch {checkpoint['epoch']}); pass --resume to continue it, "
-                "or choose another --out"
+                f"{self.dir.root} was trained under another identity ({', '.join(differences)} differ: params "
+                "that change training, the teachers' weights or the split); resume it with the same params, pass "
+                "--restart-if-changed to train it again from scratch, or choose another --out"
             )
-        if checkpoint is None:
+        if differences:
+            log.warning("%s was trained under another identity (%s differ); starting it again from scratch",
+                        self.dir.root, ", ".join(differences))
+        return bool(differences)
+
+    def _restore(self, resume: bool, restart_if_changed: bool) -> bool:
+        """Set up the state to continue from; True when the run is already complete."""
+        if self.context.is_main:
+            for path in self.dir.remove_temporaries():
+                log.warning("removed %s, left by an interrupted write", path)
+        completed = self._completed()
+        checkpoint = load_checkpoint(self.dir.resume_checkpoint) if self.dir.resume_checkpoint.is_file() else None
+        found = completed or checkpoint
+        if found is None:
             if self.context.is_main:
-                _clear_outputs(self.run_dir)
-            return
-        if checkpoint["signature"] != self.signature and restart_if_changed:
-            log.warning("%s was trained with other settings; starting it again from scratch", self.run_dir)
+                self.dir.clear()  # nothing resumable: whatever an earlier run left must not be inherited
+            return False
+        what = f"complete, {completed['epochs']} epochs" if completed else f"epoch {checkpoint['epoch']}"
+        if self._changed(found["identity"], what, resume, restart_if_changed):
             self.context.barrier()
             if self.context.is_main:
-                self.checkpoints.discard()
-                shutil.rmtree(self.run_dir / DVCLIVE_DIR, ignore_errors=True)
-                _clear_outputs(self.run_dir)
-            return
-        if checkpoint["signature"] != self.signature:
-            raise PDDError(
-                f"{self.run_dir} was trained with other settings (dataset, variant, fidelity, seed, model, train "
-                "or eval params differ); resume it with the same params, pass --restart-if-changed to train it "
-                "again from scratch, or choose another --out"
-            )
+                self.dir.clear()
+            return False
+        if completed:
+            if self.context.is_main:  # a crash between the marker and the clean-up leaves the checkpoint
+                self.dir.resume_checkpoint.unlink(missing_ok=True)
+            self.epoch, self.global_step = completed["epochs"], completed["global_step"]
+            self.wall_time_s = completed["wall_time_s"]
+            log.info("%s is already complete (%d epochs)", self.dir.root, self.epoch)
+            return True
         runs.load_trainable_state(self.model, checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         restore_rng_state(checkpoint["rng"])
         self.epoch, self.global_step = checkpoint["epoch"], checkpoint["global_step"]
         self.wall_time_s = checkpoint["wall_time_s"]
-        log.info("resuming %s after epoch %d", self.run_dir, self.epoch)
+        log.info("resuming %s after epoch %d", self.dir.root, self.epoch)
+        return False
+
+    def _snapshot_due(self) -> bool:
+        return self.epoch % self.train_cfg.eval_every == 0 or self.epoch == self.train_cfg.epochs
 
     def _save(self) -> None:
-        self.checkpoints.save(
-            {
-                "signature": self.signature,
+        """After an epoch: the snapshot when due, then the resumable checkpoint (not after the last epoch)."""
+        if self._snapshot_due():
+            metadata = {"run": self.spec.id, "arch": self.run_context.arch, "epoch": str(self.epoch),
+                        "train_fingerprint": self.identity.train_fingerprint}
+            save_snapshot(self.dir.snapshot(self.epoch), runs.trainable_state(self.model), metadata)
+        if self.epoch < self.train_cfg.epochs:
+            save_checkpoint(self.dir.resume_checkpoint, {
+                "identity": asdict(self.identity),
                 "model": runs.trainable_state(self.model),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": capture_rng_state(),
                 "global_step": self.global_step,
                 "wall_time_s": self.wall_time_s,
-            },
-            self.epoch,
-            final=self.epoch == self.train_cfg.epochs,
-        )
+            }, self.epoch)
+
+    def _complete(self) -> TrainResult:
+        """The marker first, then the resumable checkpoint goes: a completed run keeps only its snapshots."""
+        result = TrainResult(self.dir.root, self.epoch, self.global_step, self.wall_time_s,
+                             tuple(self.dir.snapshot_epochs()))
+        atomic_write_json(self.dir.trained_marker, {"identity": asdict(self.identity), **asdict(result),
+                                                    "run_dir": str(self.dir.root)})
+        self.dir.resume_checkpoint.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # only when empty
+            self.dir.checkpoints.rmdir()
+        return result
 
     # ---- loop ---------------------------------------------------------------------------------
 
     def run(self, resume: bool, restart_if_changed: bool = False) -> TrainResult:
-        self._restore(resume, restart_if_changed)
+        if self._restore(resume, restart_if_changed):
+            return TrainResult(self.dir.root, self.epoch, self.global_step, self.wall_time_s,
+                               tuple(self.dir.snapshot_epochs()))
         if self.context.is_main:
-            runs.new_record(self.params, self.params_file, self.spec, self.overrides, self.model,
-                            describe_device(self.context.device, self.context.world_size)).write(self.run_dir)
+            self.dir.trained_marker.unlink(missing_ok=True)
+            self.run_context.new_record(self.params_file, self.overrides, self.identity,
+                                        describe_device(self.context.device, self.context.world_size)).write(self.dir)
         live = self._open_live() if self.context.is_main else None
         steps_per_epoch = len(self.loader)
         bar = tqdm(total=self.train_cfg.epochs * steps_per_epoch, initial=self.epoch * steps_per_epoch,
@@ -190,10 +228,7 @@ class _Trainer:
                 self.scheduler.step()
                 self.context.check_replicas(self.model.student_parameters(), self.epoch)
                 if self.context.is_main:
-                    metrics = None
-                    if self.epoch % self.train_cfg.eval_every == 0 or self.epoch == self.train_cfg.epochs:
-                        metrics = self._evaluate()
-                    self._log_epoch(live, means, metrics)
+                    self._log_epoch(live, means)
                 self.wall_time_s += time.perf_counter() - started
                 if self.context.is_main:
                     self._save()
@@ -204,10 +239,8 @@ class _Trainer:
             bar.close()
             if live is not None:
                 live.end()
-        result = TrainResult(self.run_dir, self.epoch, self.global_step, self.wall_time_s)
-        if self.context.is_main:
-            atomic_write_json(self.run_dir / TRAINED_MARKER, {"signature": self.signature, **asdict(result),
-                                                              "run_dir": str(self.run_dir)})
+        result = self._complete() if self.context.is_main else TrainResult(
+            self.dir.root, self.epoch, self.global_step, self.wall_time_s)
         if self.cache is not None:
             log.info("teacher-feature cache %s: %d hits, %d misses", self.cache.directory, self.cache.hits,
                      self.cache.misses)
@@ -228,7 +261,7 @@ class _Trainer:
                 raise PDDError(
                     f"the loss became non-finite ({total.item()}) at epoch {self.epoch + 1}, step {step + 1} "
                     f"(global step {self.global_step}); the last good checkpoint is kept in "
-                    f"{self.checkpoints.directory}. Lower train.lr or check the data, then resume with --resume"
+                    f"{self.dir.resume_checkpoint}. Lower train.lr or check the data, then resume with --resume"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -250,46 +283,25 @@ class _Trainer:
             bar.update()
         return {name: value_sum / steps for name, value_sum in sums.items()}
 
-    def _evaluate(self) -> dict[str, dict]:
-        scored = score_test_set(self.model, self.test_loader, self.scorings, self.cache, self.context.device,
-                                progress=self.progress)
-        metrics = scored.metrics(self.params.eval.aupro_fpr_limit)
-        write_epoch_evaluation(epoch_evaluation_path(self.run_dir, self.epoch), {"epoch": self.epoch, "metrics": metrics})
-        summary = ", ".join(f"{s} image AUROC {m['pooled']['image_AUROC']}" for s, m in metrics.items())
-        tqdm.write(f"epoch {self.epoch}: {summary}")
-        return metrics
-
     # ---- dvclive ------------------------------------------------------------------------------
 
     def _open_live(self):
         from dvclive import Live
 
-        directory = self.run_dir / DVCLIVE_DIR
+        directory = self.dir.dvclive
         if self.global_step:
             _truncate_dvclive(directory, self.global_step)
         live = Live(str(directory), resume=self.global_step > 0, report=None, save_dvc_exp=False, dvcyaml=None)
         live.step = self.global_step
         return live
 
-    def _log_epoch(self, live, means: dict[str, float], metrics: dict[str, dict] | None) -> None:
-        """Per-epoch loss means and test metrics, logged at the epoch's last step (dvclive's step is the
-        global step), so that resuming from this epoch's checkpoint keeps them."""
+    def _log_epoch(self, live, means: dict[str, float]) -> None:
+        """Per-epoch loss means, logged at the epoch's last step (dvclive's step is the global step), so that
+        resuming from this epoch's checkpoint keeps them."""
         live.step = self.global_step - 1
         for name, value in means.items():
             live.log_metric(f"train/epoch/{name}", value)
-        for scoring, result in (metrics or {}).items():
-            for name, value in result["pooled"].items():
-                if value is not None:
-                    live.log_metric(f"eval/{scoring}/{name}", value)
         live.step = self.global_step
-
-
-def _clear_outputs(run_dir: Path) -> None:
-    """A fresh start must not inherit the evaluations or results of an earlier run in the same directory."""
-    stale = [run_dir / TRAINED_MARKER, run_dir / "metrics.json", *run_dir.glob("scores_*.csv"), *(run_dir / MAPS_DIR).glob("*.npz"),
-             *(run_dir / EVAL_DIR).glob("epoch_*.json")]
-    for path in stale:
-        path.unlink(missing_ok=True)
 
 
 def _truncate_dvclive(directory: Path, global_step: int) -> None:

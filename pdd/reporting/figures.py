@@ -23,9 +23,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from pdd.config import RunSpec  # noqa: E402
+from pdd.engine.rundir import RunDir  # noqa: E402
 from pdd.errors import DataError  # noqa: E402
 from pdd.io import atomic_path  # noqa: E402
-from pdd.reporting.results import METRICS_FILE, load_run  # noqa: E402
+from pdd.reporting.results import load_run  # noqa: E402
 from pdd.reporting.tables import DATASET_LABELS, DEMO_BANNER  # noqa: E402
 
 # Everything that could vary between machines or matplotlib styles is pinned here.
@@ -95,11 +97,11 @@ def add_banner(fig: Figure, band_inches: float = 0.3) -> None:
              fontweight="bold")
 
 
-def run_is_demo(run_dir: Path) -> bool:
+def run_is_demo(run_dir: RunDir) -> bool:
     """The `run.demo` flag of a run's metrics.json: the figures' banner follows the data, not the caller."""
-    path = run_dir / METRICS_FILE
+    path = run_dir.metrics
     if not path.is_file():
-        raise DataError(f"missing {path}: run `pdd evaluate --run {run_dir}` before drawing figures from it")
+        raise DataError(f"missing {path}: run `pdd evaluate --run {run_dir.root}` before drawing figures from it")
     return load_run(path).demo
 
 
@@ -107,23 +109,23 @@ def run_is_demo(run_dir: Path) -> bool:
 # Figure 3c: loss curves
 
 
-def read_epoch_losses(run_dir: Path, terms: Sequence[str] = LOSS_TERMS) -> dict[str, np.ndarray]:
+def read_epoch_losses(run_dir: RunDir, terms: Sequence[str] = LOSS_TERMS) -> dict[str, np.ndarray]:
     """Per-epoch means of each loss term from dvclive's `plots/metrics/train/epoch/<term>.tsv`."""
     curves = {}
     for term in terms:
-        path = run_dir / "dvclive" / "plots" / "metrics" / "train" / "epoch" / f"{term}.tsv"
+        path = run_dir.dvclive / "plots" / "metrics" / "train" / "epoch" / f"{term}.tsv"
         if not path.is_file():
             raise DataError(f"missing {path}: the loss curve of {term} is logged by `pdd train` (dvclive)")
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
         if not rows or term not in rows[0]:
-            raise DataError(f"{path} has no '{term}' column or no rows; re-run `pdd train` for {run_dir}")
+            raise DataError(f"{path} has no '{term}' column or no rows; re-run `pdd train` for {run_dir.root}")
         curves[term] = np.array([float(row[term]) for row in rows])
     return curves
 
 
 @styled
-def loss_curves_figure(run_dir: Path, title: str) -> Figure:
+def loss_curves_figure(run_dir: RunDir, title: str) -> Figure:
     """L_kr, L_prp and L_div over epochs, each on its own axis (their scales differ by orders of magnitude)."""
     curves = read_epoch_losses(run_dir)
     fig = plt.figure(figsize=(7.0, 2.4))
@@ -237,8 +239,8 @@ def render_figures(
     """Draw Figs. 3c, 4 and 5 from the runs `results/<dataset>/{M1,full}/<fidelity>/seed<seed>`."""
     written: list[Path] = []
 
-    def run_dir(dataset: str, variant: str) -> Path:
-        return results_root / dataset / variant / fidelity / f"seed{seed}"
+    def run_dir(dataset: str, variant: str) -> RunDir:
+        return RunDir(results_root / RunSpec(dataset, variant, fidelity, seed).relative_dir)
 
     if LOSS_FIGURE[0] in only:
         stem, dataset = LOSS_FIGURE
@@ -250,7 +252,7 @@ def render_figures(
             continue
         baseline_dir, ours_dir = run_dir(dataset, "M1"), run_dir(dataset, "full")
         figure = localization_figure(
-            SavedMaps.load(baseline_dir / "maps" / f"{scoring}.npz"), SavedMaps.load(ours_dir / "maps" / f"{scoring}.npz"),
+            SavedMaps.load(baseline_dir.maps(scoring)), SavedMaps.load(ours_dir.maps(scoring)),
             dataset,
         )
         written += save_figure(figure, out / stem, run_is_demo(baseline_dir) or run_is_demo(ours_dir))

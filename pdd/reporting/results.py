@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from pdd.config import RunSpec
 from pdd.engine.results import read_metrics
 from pdd.errors import DataError
 
@@ -21,20 +22,8 @@ RUN_METRICS_GLOB = f"*/*/*/seed*/{METRICS_FILE}"
 
 
 @dataclass(frozen=True)
-class RunKey:
-    dataset: str
-    variant: str
-    fidelity: str
-    seed: int
-
-    def expected_dir(self, root: Path) -> Path:
-        """Where the architecture places this run under a results root."""
-        return root / self.dataset / self.variant / self.fidelity / f"seed{self.seed}"
-
-
-@dataclass(frozen=True)
 class Run:
-    key: RunKey
+    key: RunSpec
     path: Path  # the metrics.json file
     data: dict[str, Any]
 
@@ -92,11 +81,11 @@ def metric_key(scoring: str, selection: str, metric: str, cls: str | None = None
 
 
 class ResultsIndex:
-    """All runs found under a results root, addressable by `RunKey`."""
+    """All runs found under a results root, addressable by `RunSpec`."""
 
     def __init__(self, root: Path, runs: Iterable[Run]):
         self.root = Path(root)
-        self.runs: dict[RunKey, Run] = {}
+        self.runs: dict[RunSpec, Run] = {}
         for run in runs:
             if run.key in self.runs:
                 raise DataError(
@@ -113,12 +102,12 @@ class ResultsIndex:
             raise DataError(f"results directory {root} does not exist; train and evaluate runs first or pass --results")
         return cls(root, (load_run(path) for path in sorted(root.glob(RUN_METRICS_GLOB))))
 
-    def run(self, key: RunKey) -> Run:
+    def run(self, key: RunSpec) -> Run:
         try:
             return self.runs[key]
         except KeyError:
             raise DataError(
-                f"missing {key.expected_dir(self.root) / METRICS_FILE} (dataset={key.dataset}, variant={key.variant}, "
+                f"missing {self.root / key.relative_dir / METRICS_FILE} (dataset={key.dataset}, variant={key.variant}, "
                 f"fidelity={key.fidelity}, seed={key.seed}): run `pdd train` and `pdd evaluate` for it "
                 "(or the workflow) before rendering tables"
             ) from None
@@ -143,7 +132,7 @@ class ResultsIndex:
         keys = list(reduce_keys) or [key]
         per_seed, sources, demo = [], [], False
         for seed in seeds:
-            run = self.run(RunKey(dataset, variant, fidelity, seed))
+            run = self.run(RunSpec(dataset, variant, fidelity, seed))
             values = [run.value(k) for k in keys]
             sources.extend(Source(run.path, ".".join(k), v) for k, v in zip(keys, values))
             per_seed.append(statistics.fmean(values))
@@ -158,4 +147,4 @@ def load_run(path: Path) -> Run:
     """Read and schema-validate one metrics.json (the engine owns the schema)."""
     data = read_metrics(path)
     run = data["run"]
-    return Run(RunKey(run["dataset"], run["variant"], run["fidelity"], run["seed"]), path, data)
+    return Run(RunSpec(run["dataset"], run["variant"], run["fidelity"], run["seed"]), path, data)

@@ -1,11 +1,18 @@
-import logging
+import pickle
 import random
 
 import numpy as np
 import pytest
 import torch
 
-from pdd.engine.checkpoint import CheckpointManager, capture_rng_state, load_checkpoint, restore_rng_state
+from pdd.engine.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    load_snapshot,
+    restore_rng_state,
+    save_checkpoint,
+    save_snapshot,
+)
 from pdd.engine.schedule import build_optimizer, build_scheduler
 from pdd.errors import PDDError
 
@@ -35,20 +42,19 @@ def _draws() -> tuple:
 
 
 def test_rng_state_round_trip_through_a_weights_only_checkpoint(tmp_path):
-    manager = CheckpointManager(tmp_path)
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     _draws()
-    manager.save({"rng": capture_rng_state()}, epoch=1)
+    save_checkpoint(tmp_path / "last.pt", {"rng": capture_rng_state()}, epoch=1)
     expected = _draws()
     random.seed(2), np.random.seed(2), torch.manual_seed(2)
-    restore_rng_state(manager.load_latest()["rng"])
+    restore_rng_state(load_checkpoint(tmp_path / "last.pt")["rng"])
     assert _draws() == expected
 
 
 def test_round_trip_restores_model_optimizer_and_scheduler(tmp_path):
     state = _training_state()
-    CheckpointManager(tmp_path).save(state, epoch=3)
-    loaded = CheckpointManager(tmp_path).load_latest()
+    save_checkpoint(tmp_path / "last.pt", state, epoch=3)
+    loaded = load_checkpoint(tmp_path / "last.pt")
     assert loaded["epoch"] == 3
     for key, tensor in state["model"].items():
         assert torch.equal(loaded["model"][key], tensor)
@@ -58,39 +64,15 @@ def test_round_trip_restores_model_optimizer_and_scheduler(tmp_path):
     assert restored.param_groups[0]["betas"] == (0.5, 0.999)
     first_moment = loaded["optimizer"]["state"][0]["exp_avg"]
     assert torch.equal(restored.state_dict()["state"][0]["exp_avg"], first_moment)
-
-
-def test_keeps_last_and_every_nth_epoch(tmp_path):
-    manager = CheckpointManager(tmp_path, keep_every=2)
-    for epoch in range(1, 6):
-        manager.save({"value": torch.tensor(epoch)}, epoch=epoch, final=epoch == 5)
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_002.pt", "epoch_004.pt", "epoch_005.pt", "last.pt"]
-    assert [p.name for p in manager.candidates()] == ["last.pt", "epoch_005.pt", "epoch_004.pt", "epoch_002.pt"]
     assert not list(tmp_path.glob(".*.tmp")), "no temporary files may be left behind"
 
 
-def test_truncated_last_falls_back_to_previous_snapshot(tmp_path, caplog):
-    manager = CheckpointManager(tmp_path, keep_every=2)
-    for epoch in (1, 2, 3):
-        manager.save({"value": torch.tensor(epoch)}, epoch=epoch)
-    data = manager.last_path.read_bytes()
-    manager.last_path.write_bytes(data[: len(data) // 2])
-    with caplog.at_level(logging.WARNING):
-        loaded = manager.load_latest()
-    assert loaded["epoch"] == 2 and int(loaded["value"]) == 2
-    assert "last.pt" in caplog.text
-
-
-def test_all_checkpoints_corrupt_is_a_clear_error(tmp_path):
-    manager = CheckpointManager(tmp_path)
-    manager.save({"value": torch.tensor(1)}, epoch=1)
-    manager.last_path.write_bytes(b"not a checkpoint")
-    with pytest.raises(PDDError, match="delete that directory"):
-        manager.load_latest()
-
-
-def test_no_checkpoint_yet_is_none(tmp_path):
-    assert CheckpointManager(tmp_path / "absent").load_latest() is None
+def test_a_truncated_checkpoint_is_a_clear_error_that_says_what_to_do(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"value": torch.tensor(1)}, epoch=1)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(PDDError, match="unreadable.*--restart-if-changed"):
+        load_checkpoint(path)
 
 
 class _Arbitrary:
@@ -99,6 +81,39 @@ class _Arbitrary:
 
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
-    torch.save({"format": 1, "epoch": 1, "payload": _Arbitrary()}, path)
+    torch.save({"format": 2, "epoch": 1, "payload": _Arbitrary()}, path)
     with pytest.raises(PDDError, match="unreadable"):
         load_checkpoint(path)
+
+
+def test_a_snapshot_round_trips_without_pickle(tmp_path, monkeypatch):
+    model = _tiny_model()
+    model[0].weight.data.normal_()
+    state = {**model.state_dict(), "alias.weight": model[0].weight}  # shared storage, as shared students have
+    path = tmp_path / "epoch_001.safetensors"
+    save_snapshot(path, state, {"run": "headct/full/code/seed0", "epoch": "1"})
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("a snapshot must load without unpickling anything")
+
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "Unpickler", no_pickle)
+    loaded, metadata = load_snapshot(path)
+    assert metadata == {"format": "pdd-snapshot/1", "run": "headct/full/code/seed0", "epoch": "1"}
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[key], value) for key, value in state.items())
+    assert loaded["1.num_batches_tracked"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage that is not safetensors", None])
+def test_a_damaged_or_foreign_snapshot_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "epoch_001.safetensors"
+    if content is None:  # a valid safetensors file that pdd did not write
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.ones(2)}, str(path))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(PDDError, match="snapshot|not a pdd weights snapshot"):
+        load_snapshot(path)

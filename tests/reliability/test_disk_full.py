@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import pdd.io
-from pdd.engine.checkpoint import CheckpointManager
+from pdd.engine.checkpoint import load_checkpoint, load_snapshot, save_checkpoint, save_snapshot
 from pdd.errors import PDDError
 from pdd.io import atomic_write_json
 
@@ -46,20 +46,36 @@ def _leftovers(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_checkpoint_write_on_a_full_disk_keeps_the_previous_one(tmp_path, disk_full_for):
-    manager = CheckpointManager(tmp_path, keep_every=1)
-    manager.save({"weights": torch.arange(1000.0)}, epoch=1)
-    before = manager.last_path.read_bytes()
+@pytest.mark.parametrize("kind", ["checkpoint", "snapshot"])
+def test_a_training_write_on_a_full_disk_keeps_the_previous_file(tmp_path, disk_full_for, kind):
+    if kind == "checkpoint":
+        path = tmp_path / "last.pt"
 
-    disk_full_for.names = {"last.pt"}
-    with pytest.raises(PDDError, match=r"no space left on the device while writing .*last\.pt.*previous content"):
-        manager.save({"weights": torch.arange(1000.0) * 2}, epoch=2)
-    assert manager.last_path.read_bytes() == before and manager.load_latest()["epoch"] == 1
-    assert not (tmp_path / "epoch_002.pt").exists() and _leftovers(tmp_path) == []
+        def write(weights, epoch):
+            save_checkpoint(path, {"weights": weights}, epoch=epoch)
+
+        def read():
+            return load_checkpoint(path)["weights"]
+    else:
+        path = tmp_path / "epoch_001.safetensors"
+
+        def write(weights, epoch):
+            save_snapshot(path, {"weights": weights}, {"epoch": str(epoch)})
+
+        def read():
+            return load_snapshot(path)[0]["weights"]
+    write(torch.arange(1000.0), 1)
+    before = path.read_bytes()
+
+    disk_full_for.names = {path.name}
+    with pytest.raises(PDDError, match=rf"no space left on the device while writing .*{path.name}.*previous content"):
+        write(torch.arange(1000.0) * 2, 2)
+    assert path.read_bytes() == before and torch.equal(read(), torch.arange(1000.0))
+    assert _leftovers(tmp_path) == []
 
     disk_full_for.names = set()  # space is back
-    manager.save({"weights": torch.arange(1000.0) * 2}, epoch=2)
-    assert manager.load_latest()["epoch"] == 2
+    write(torch.arange(1000.0) * 2, 2)
+    assert torch.equal(read(), torch.arange(1000.0) * 2)
 
 
 def test_results_write_on_a_full_disk_keeps_the_previous_file(tmp_path, disk_full_for):

@@ -44,7 +44,8 @@ LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 DATASETS = PLAN["datasets"]
 RUNS = {run["id"]: run for run in PLAN["runs"]}
-WEIGHTS = PLAN["weights"]  # teacher name -> file; empty for random-init teachers
+WEIGHTS = {name: entry["file"] for name, entry in PLAN["weights"].items()}  # empty for random-init teachers
+REPORTS = PLAN["reports"]  # report job -> its fingerprint
 
 TABLE_FILES = [f"{TABLES}/{table}.tex" for table in PLAN["tables"]]
 REPORT_FILES = [*TABLE_FILES, f"{TABLES}/replication_gap.tex", f"{TABLES}/figures", f"{TABLES}/explain"]
@@ -66,6 +67,12 @@ wildcard_constraints:
 
 def run_of(wildcards):
     return RUNS[f"{wildcards.dataset}/{wildcards.variant}/{wildcards.fidelity}/seed{wildcards.seed}"]
+
+
+def fingerprint(job):
+    """A job's params fingerprint (`pdd params plan --json`): Snakemake reruns the job when it changes, and
+    only then; `pdd.fingerprints` says which keys each job reads."""
+    return job["fingerprint"]["sha256"] if "fingerprint" in job else job["sha256"]
 
 
 def metrics_of(run_ids):

@@ -11,6 +11,7 @@ if PLAN["demo"]:
             f"{LOGS}/data/{{dataset}}.log",
         params:
             seed=lambda w: DATASETS[w.dataset]["seed"],
+            fingerprint=lambda w: fingerprint(DATASETS[w.dataset]),
             counts=lambda w: shlex.join(
                 [f"--{key.replace('_', '-')}={value}" for key, value in PLAN["synthetic"].items()]
             ),
@@ -41,6 +42,7 @@ else:
         priority: 10
         params:
             seed=lambda w: DATASETS[w.dataset]["seed"],
+            fingerprint=lambda w: fingerprint(DATASETS[w.dataset]),
         shell:
             "{PDD} data prepare {wildcards.dataset} --raw {input} --out {output} --seed {params.seed} > {log} 2>&1"
 
@@ -56,5 +58,6 @@ for _teacher, _file in WEIGHTS.items():
             f"{LOGS}/weights/{_teacher}.log",
         params:
             teacher=_teacher,
+            fingerprint=fingerprint(PLAN["weights"][_teacher]),
         shell:
             "{PDD} weights fetch {params.teacher} {PARAMS_ARGS} > {log} 2>&1"

@@ -8,6 +8,8 @@ rule table:
         report(f"{TABLES}/{{table}}.tex", category="Tables"),
     log:
         f"{LOGS}/tables/{{table}}.log",
+    params:
+        fingerprint=lambda w: fingerprint(REPORTS[w.table]),
     shell:
         "{PDD} tables {PARAMS_ARGS} --results {RESULTS} --out {TABLES} --only {wildcards.table} > {log} 2>&1"
 
@@ -22,6 +24,8 @@ rule replication_gap:
         f"{TABLES}/replication_gap.tex",
     log:
         f"{LOGS}/tables/replication_gap.log",
+    params:
+        fingerprint=fingerprint(REPORTS["replication_gap"]),
     shell:
         "{PDD} tables {PARAMS_ARGS} --results {RESULTS} --out {TABLES} > {log} 2>&1"
 
@@ -33,6 +37,8 @@ rule figures:
         directory(f"{TABLES}/figures"),
     log:
         f"{LOGS}/figures.log",
+    params:
+        fingerprint=fingerprint(REPORTS["figures"]),
     shell:
         "{PDD} figures {PARAMS_ARGS} --results {RESULTS} --out {output} > {log} 2>&1"
 
@@ -47,5 +53,6 @@ rule explain:
         f"{LOGS}/explain.log",
     params:
         datasets=" ".join(PLAN["explain_datasets"]),
+        fingerprint=fingerprint(REPORTS["explain"]),
     shell:
         "{PDD} explain {PARAMS_ARGS} --datasets {params.datasets} --out {output} > {log} 2>&1"

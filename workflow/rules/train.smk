@@ -20,8 +20,8 @@ rule train:
         f"{BENCHMARKS}/train/{RUN_PATTERN}.tsv"
     params:
         run_dir=lambda w: run_of(w)["run_dir"],
-        # reruns the job when a setting that changes what it computes changes (not on reporting edits)
-        signature=lambda w: run_of(w)["train_sha256"],
+        # reruns the job when a key that training reads changes (never on eval or reporting edits)
+        fingerprint=lambda w: fingerprint(run_of(w)["fingerprints"]["train"]),
     threads: TRAIN_THREADS
     resources:
         gpu=GPUS,
@@ -44,7 +44,7 @@ rule evaluate:
         f"{BENCHMARKS}/evaluate/{RUN_PATTERN}.tsv"
     params:
         run_dir=lambda w: run_of(w)["run_dir"],
-        signature=PLAN["eval_sha256"],
+        fingerprint=lambda w: fingerprint(run_of(w)["fingerprints"]["evaluate"]),
     threads: min(TRAIN_THREADS, 4)
     resources:
         gpu=GPUS,

@@ -1,0 +1,227 @@
+"""Which params keys each job of the pipeline reads: the one definition of "what a job is".
+
+Every job (prepare a dataset, fetch a teacher, train a run, evaluate it, render a table) hashes exactly
+the resolved values of the keys it reads. Snakemake reruns a job when that hash changes (the rule's
+`params:`), DVC when one of those keys changes (the stage's `params:`, generated from the same list), and
+`pdd train --resume` continues a run only under the same train fingerprint. Nothing else hashes params.
+
+Each key has one *owner*: the earliest stage that reads it. A key changes the jobs that read it and,
+through their output files, everything downstream of them — never anything upstream, so `eval.*` never
+touches training and `reporting.gap_tolerance` only the gap table. Keys no job reads are locations or
+execution settings (`LOCATION_KEYS`): they say where files go or how fast a job runs, not what it computes.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
+
+if TYPE_CHECKING:
+    from pdd.config import Params, RunSpec
+
+Key = tuple[str, ...]
+
+
+class Stage(str, enum.Enum):
+    """The pipeline's stages, in order: a key read at one stage invalidates it and every later one."""
+
+    PREPARE = "prepare"  # data preparation and teacher weights
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+    TABLES = "tables"  # tables, the gap table, figures, Grad-CAM
+
+    @property
+    def order(self) -> int:
+        return list(Stage).index(self)
+
+
+# Report jobs of the tables stage besides one job per table of the plan
+REPLICATION_GAP = "replication_gap"
+FIGURES = "figures"
+EXPLAIN = "explain"
+TEACHERS = ("vmamba", "wrn50")
+
+# Keys no job hashes, and why: moving a file or changing a worker count must never retrain anything.
+LOCATION_KEYS: dict[str, str] = {
+    "profile": "chooses which profile is applied; the resolved values it yields are what jobs hash",
+    "paths": "where files go; the files themselves are the jobs' inputs and outputs",
+    "profiles": "applied before anything is hashed (see `profile`)",
+    "train.num_workers": "data-loading processes: the same batches, only faster",
+    "teachers.vmamba.file": "where the weights are; their sha256, checked when loaded, is the identity",
+    "teachers.wrn50.file": "where the weights are; their sha256, checked when loaded, is the identity",
+}
+
+
+class Fingerprint(NamedTuple):
+    """A job's hash and the dotted keys it covers (rendered `a.b.c`; names may contain dots)."""
+
+    sha256: str
+    keys: tuple[str, ...]
+
+
+def dotted(key: Key) -> str:
+    return ".".join(key)
+
+
+def leaf_keys(tree: Any, prefix: Key = ()) -> Iterator[Key]:
+    """Every leaf of a nested mapping (lists and scalars are leaves)."""
+    if isinstance(tree, dict) and tree:
+        for name, value in tree.items():
+            yield from leaf_keys(value, (*prefix, str(name)))
+    else:
+        yield prefix
+
+
+def lookup(tree: dict[str, Any], key: Key) -> Any:
+    node: Any = tree
+    for part in key:
+        node = node[part]
+    return node
+
+
+def fingerprint_of(params: Params, keys: list[Key]) -> Fingerprint:
+    """Hash of {key: resolved value} over `keys` (the key set itself is part of the hash)."""
+    tree = params.model_dump(mode="json")
+    values = {dotted(key): lookup(tree, key) for key in keys}
+    payload = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return Fingerprint(hashlib.sha256(payload.encode("utf-8")).hexdigest(), tuple(dotted(key) for key in keys))
+
+
+def _section(params: Params, *prefix: str) -> list[Key]:
+    return [key for key in leaf_keys(lookup(params.model_dump(mode="json"), prefix), prefix)]
+
+
+# ---- what each job reads ------------------------------------------------------------------------
+
+
+def data_keys(params: Params, dataset: str) -> list[Key]:
+    """Preparing (or generating) one dataset: its source and split seed."""
+    params.dataset(dataset)
+    keys: list[Key] = [("data", "source"), ("data", "split_seed"), ("data", "datasets", dataset, "seed")]
+    if params.data.source == "synthetic":
+        keys += _section(params, "data", "synthetic")
+    return keys
+
+
+def weights_keys(params: Params, teacher: str) -> list[Key]:
+    """Fetching one teacher's weights: where from and which file is the right one."""
+    return [("teachers", teacher, "url"), ("teachers", teacher, "sha256")]
+
+
+def teacher_keys(params: Params) -> list[Key]:
+    """Which teachers a model gets: pretrained weights (identified by their sha256 when loaded) or a seed."""
+    keys: list[Key] = [("teachers", "pretrained"), ("teachers", "wrn50", "tag")]
+    if not params.teachers.pretrained:
+        keys.append(("teachers", "init_seed"))
+    return keys
+
+
+def cache_keys(run: RunSpec) -> list[Key]:
+    """The teacher-feature cache: with fp16 storage it changes the numbers, so training and evaluation read it."""
+    return [("train", "teacher_cache"), ("train", "cache_fp16"), ("data", "datasets", run.dataset, "teacher_cache")]
+
+
+def model_keys(params: Params, variant: str, fidelity: str) -> list[Key]:
+    """The model a run builds: its variant (architecture and overrides) over its fidelity's options."""
+    params.variant(variant)
+    fidelity_options = _section(params, "model", "fidelities", fidelity) if fidelity in params.model.fidelities else []
+    return [*fidelity_options, *_section(params, "variants", variant)]
+
+
+# train.* keys that training does not read (execution) or that evaluation owns
+_TRAIN_NOT_READ = {"num_workers", "keep_snapshots", "teacher_cache", "cache_fp16"}
+
+
+def train_keys(params: Params, run: RunSpec) -> list[Key]:
+    """Training one run: image size and classes, teachers, model, the recipe (snapshot epochs included)."""
+    recipe = [("train", name) for name in type(params.train).model_fields if name not in _TRAIN_NOT_READ]
+    return [("data", "image_size"), ("data", "datasets", run.dataset, "classes"), *teacher_keys(params),
+            *model_keys(params, run.variant, run.fidelity), *recipe, *cache_keys(run)]
+
+
+def evaluate_keys(params: Params, run: RunSpec) -> list[Key]:
+    """Evaluating one run: every eval setting, which snapshots to keep, and the cache it scores through."""
+    return [*_section(params, "eval"), ("train", "keep_snapshots"), *cache_keys(run)]
+
+
+def _presentation_keys() -> list[Key]:
+    return [("reporting", "selection"), ("seeds",), ("model", "fidelity")]
+
+
+def table_keys(params: Params, table: str) -> list[Key]:
+    """One table: its plan entry, seeds, fidelity and selection; Table 5 also prints its arms' τ."""
+    if table not in params.plan:
+        raise KeyError(table)
+    keys = [*_section(params, "plan", table), *_presentation_keys()]
+    if table == "table5":
+        for entry in params.plan[table]:
+            for variant in entry.variants:
+                keys += [key for key in model_keys(params, variant, params.model.fidelity) if key not in keys]
+    return keys
+
+
+def report_keys(params: Params, job: str) -> list[Key]:
+    """A tables-stage job: a table of the plan, the gap table, the figures or the teachers' Grad-CAM."""
+    if job in params.plan:
+        return table_keys(params, job)
+    if job == REPLICATION_GAP:
+        keys = [("reporting", "gap_tolerance")]
+        for table in params.plan:
+            keys += [key for key in table_keys(params, table) if key not in keys]
+        return keys
+    if job == FIGURES:
+        return [*_section(params, "reporting", "figure_runs"), *_presentation_keys()]
+    if job == EXPLAIN:
+        datasets = params.reporting.explain_datasets
+        return [("reporting", "explain_datasets"), ("data", "image_size"), *teacher_keys(params),
+                *(("data", "datasets", name, "classes") for name in datasets)]
+    raise KeyError(job)
+
+
+def keys_of(params: Params, target: RunSpec | str, stage: Stage) -> list[Key]:
+    """The keys the job (`target`, `stage`) reads.
+
+    `target` is a RunSpec for train and evaluate; for prepare, `data/<dataset>` or `weights/<teacher>` (a
+    RunSpec stands for its dataset); for tables, a table name, `replication_gap`, `figures` or `explain`.
+    """
+    from pdd.config import RunSpec
+
+    stage = Stage(stage)
+    if stage in (Stage.TRAIN, Stage.EVALUATE):
+        if not isinstance(target, RunSpec):
+            raise TypeError(f"the {stage.value} stage fingerprints a run (RunSpec), not {target!r}")
+        return train_keys(params, target) if stage is Stage.TRAIN else evaluate_keys(params, target)
+    if stage is Stage.PREPARE:
+        kind, _, name = (f"data/{target.dataset}" if isinstance(target, RunSpec) else target).partition("/")
+        if kind == "data":
+            return data_keys(params, name)
+        if kind == "weights" and name in TEACHERS:
+            return weights_keys(params, name)
+        raise KeyError(f"unknown prepare job {target!r}; use data/<dataset> or weights/<{'|'.join(TEACHERS)}>")
+    if isinstance(target, RunSpec):
+        raise TypeError("the tables stage fingerprints a report job (a table name, replication_gap, figures, explain)")
+    return report_keys(params, target)
+
+
+def owner_of(params: Params, key: str) -> Stage | None:
+    """The earliest stage whose jobs read `key` (dotted), or None for a location/execution key."""
+    for stage, keys in _all_job_keys(params):
+        if key in keys:
+            return stage
+    return None
+
+
+def _all_job_keys(params: Params) -> Iterator[tuple[Stage, set[str]]]:
+    """(stage, keys read) of every job the params can define (any dataset, variant, fidelity, seed)."""
+    from pdd.config import FIDELITIES, RunSpec
+
+    runs = [RunSpec(d, v, f, s) for d in params.data.datasets for v in params.variants for f in FIDELITIES
+            for s in params.seeds]
+    yield Stage.PREPARE, {dotted(k) for d in params.data.datasets for k in data_keys(params, d)} | \
+        {dotted(k) for t in TEACHERS for k in weights_keys(params, t)}
+    yield Stage.TRAIN, {dotted(k) for run in runs for k in train_keys(params, run)}
+    yield Stage.EVALUATE, {dotted(k) for run in runs for k in evaluate_keys(params, run)}
+    yield Stage.TABLES, {dotted(k) for job in [*params.plan, REPLICATION_GAP, FIGURES, EXPLAIN]
+                         for k in report_keys(params, job)}
