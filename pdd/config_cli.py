@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan = actions.add_parser("plan", parents=[common], help="list the runs the tables need")
     plan.add_argument("--table", default=None, help="only the runs of this table (e.g. table1)")
     plan.add_argument("--json", action="store_true", help="machine-readable plan (what Snakemake reads)")
+    plan.add_argument("--disk", action="store_true",
+                      help="expected disk use per run and in total: snapshots, resumable checkpoint, teacher cache")
     plan.set_defaults(func=_plan)
     dvc = actions.add_parser("dvc", help="write dvc.yaml: one stage per job of every profile's plan")
     dvc.add_argument("--params", default="params.yaml", metavar="FILE", help="params file (default: %(default)s)")
@@ -53,6 +55,12 @@ def _show(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     params = params_from_args(args)
+    if args.disk:
+        from pdd.engine.disk import format_disk_plan, plan_disk
+
+        plan = plan_disk(params, params.plan_runs(args.table))
+        print(json.dumps(plan.as_dict(), indent=2) if args.json else format_disk_plan(plan, params))
+        return 0
     if args.json:
         print(json.dumps(params.plan_summary(args.table), indent=2))
         return 0

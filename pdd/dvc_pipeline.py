@@ -101,12 +101,15 @@ def _profile_stages(params_file: str, profile: str) -> dict[str, Any]:
                 "--resume --restart-if-changed --no-progress",
             deps=[plan["datasets"][run["dataset"]]["prepared_dir"], *weights],
             params=params_deps(spec, Stage.TRAIN),
-            # persist: a stage that crashed keeps its checkpoint, snapshots and logs, so `dvc repro` resumes it
-            outs=[f"{run_dir}/trained.json", {f"{run_dir}/checkpoints": {"persist": True}},
-                  {f"{run_dir}/snapshots": {"persist": True}}],
+            # checkpoints/ and snapshots/ are not this stage's outs, so DVC never deletes them before a rerun
+            # and a crashed stage resumes; the resumable checkpoint is transient (deleted on completion)
+            outs=[f"{run_dir}/trained.json"],
             plots=[{f"{run_dir}/dvclive": {"cache": False, "persist": True}}])
         add(f"evaluate-{job}", cmd=f"pdd evaluate {pdd_args} --run {run_dir}",
             deps=[f"{run_dir}/trained.json"], params=params_deps(spec, Stage.EVALUATE),
+            # the snapshots that evaluation keeps (train.keep_snapshots) are its out: pruning them must not
+            # make the training stage look changed; persist, since training wrote them before this stage runs
+            outs=[{f"{run_dir}/snapshots": {"persist": True}}],
             metrics=[{f"{run_dir}/metrics.json": {"cache": False}}])
 
     run_dirs = {run["id"]: run["run_dir"] for run in plan["runs"]}

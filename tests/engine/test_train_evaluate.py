@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pdd.config import RunSpec
-from pdd.engine.checkpoint import load_checkpoint
+from pdd.engine.checkpoint import load_checkpoint, load_snapshot
 from pdd.engine.results import read_metrics
 from pdd.engine.train import CRASH_AFTER_EPOCH_ENV, CRASH_EXIT_CODE, train_run
 from pdd.errors import PDDError
@@ -59,6 +59,10 @@ def test_train_and_evaluate_write_a_valid_run(baseline_run, engine_workspace):
 
     assert document["metrics"]["ts"]["last"]["pooled"]["image_AUROC"] == pytest.approx(roc_auc_score(labels, scores))
 
+    assert not (run_dir / "checkpoints" / "last.pt").exists(), "a completed run keeps no optimizer state"
+    assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == ["epoch_001.safetensors", "epoch_002.safetensors"]
+    assert document["provenance"]["snapshots_scored"] == [1, 2]
+
     maps = np.load(run_dir / "maps" / "ts.npz")
     assert maps["images"].shape == (4, 64, 64, 3) and maps["images"].dtype == np.uint8
     assert maps["masks"].shape == maps["maps"].shape == (4, 64, 64) and maps["maps"].dtype == np.float32
@@ -89,8 +93,10 @@ def test_resume_after_a_crash_ends_like_an_uninterrupted_run(baseline_run, engin
     expected = read_metrics(baseline_run["run_dir"] / "metrics.json")
     assert read_metrics(run_dir / "metrics.json")["metrics"] == expected["metrics"]
     assert _losses(run_dir) == _losses(baseline_run["run_dir"])
-    final, reference = (load_checkpoint(d / "checkpoints" / "last.pt")["model"] for d in (run_dir, baseline_run["run_dir"]))
-    assert all(torch.equal(final[key], reference[key]) for key in reference)
+    for epoch in (1, 2):
+        final, reference = (load_snapshot(d / "snapshots" / f"epoch_{epoch:03d}.safetensors")[0]
+                            for d in (run_dir, baseline_run["run_dir"]))
+        assert final.keys() == reference.keys() and all(torch.equal(final[key], reference[key]) for key in reference)
 
 
 def test_teacher_cache_changes_no_loss(baseline_run, engine_workspace, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pdd.engine.checkpoint import load_checkpoint
+from pdd.engine.checkpoint import load_checkpoint, load_snapshot
 from pdd.engine.results import read_metrics
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -22,9 +22,10 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 PDD = [sys.executable, "-m", "pdd"]
 # 8 training images in batches of 4: the 13th image read is in epoch 2's second batch
 MID_EPOCH_2 = {"at": "open", "match": "train/good/", "nth": 13}
-# the first rename onto last.pt in a process resumed after epoch 1: epoch 2's, temp file complete
-INSIDE_CHECKPOINT_WRITE = {"at": "replace", "match": "last.pt", "nth": 1}
-DISK_FULL_AT_CHECKPOINT = {"at": "open", "match": ".last.pt.", "writing": True, "nth": 1, "do": "enospc"}
+# in a process resumed after epoch 1, the last epoch's write: its weights snapshot (temp file complete)
+FINAL_SNAPSHOT = "epoch_002.safetensors"
+INSIDE_CHECKPOINT_WRITE = {"at": "replace", "match": FINAL_SNAPSHOT, "nth": 1}
+DISK_FULL_AT_CHECKPOINT = {"at": "open", "match": f".{FINAL_SNAPSHOT}.", "writing": True, "nth": 1, "do": "enospc"}
 
 
 def _epoch(run_dir: Path) -> int:
@@ -32,9 +33,11 @@ def _epoch(run_dir: Path) -> int:
 
 
 def _assert_final_names_are_whole(run_dir: Path) -> None:
-    """Whatever carries a final name is complete: every checkpoint loads, every JSON parses."""
+    """Whatever carries a final name is complete: every checkpoint and snapshot loads, every JSON parses."""
     for path in (run_dir / "checkpoints").glob("*.pt"):
         load_checkpoint(path)
+    for path in (run_dir / "snapshots").glob("*.safetensors"):
+        load_snapshot(path)
     for path in run_dir.rglob("*.json"):
         json.loads(path.read_text())
     assert not (run_dir / "metrics.json").exists()
@@ -57,21 +60,22 @@ def test_killed_and_disk_full_runs_resume_to_the_same_metrics(workspace, baselin
 
     full = procs.run(resume, faults=[DISK_FULL_AT_CHECKPOINT])
     assert full.returncode == 2, full.stderr[-3000:]
-    assert "no space left on the device while writing" in full.stderr and "last.pt" in full.stderr
+    assert "no space left on the device while writing" in full.stderr and FINAL_SNAPSHOT in full.stderr
     assert "Traceback" not in full.stderr
     assert _epoch(run_dir) == 1
     _assert_final_names_are_whole(run_dir)
 
     killed = procs.kill_at_fault(resume, INSIDE_CHECKPOINT_WRITE, marker)
     assert killed.returncode == -9
-    assert _epoch(run_dir) == 1, "the new checkpoint was complete but must not have taken the final name"
-    assert list((run_dir / "checkpoints").glob(".last.pt.*.tmp")), "the kill landed inside the write"
+    assert _epoch(run_dir) == 1 and not (run_dir / "snapshots" / FINAL_SNAPSHOT).exists(), \
+        "the new snapshot was complete but must not have taken the final name"
+    assert list((run_dir / "snapshots").glob(f".{FINAL_SNAPSHOT}.*.tmp")), "the kill landed inside the write"
     _assert_final_names_are_whole(run_dir)
 
     finished = procs.run(resume)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert not list((run_dir / "checkpoints").glob(".*.tmp")), "the resumed run removes the orphaned temporary"
-    assert (run_dir / "trained.json").is_file()
+    assert not list(run_dir.rglob(".*.tmp")), "the resumed run removes the orphaned temporary"
+    assert (run_dir / "trained.json").is_file() and not (run_dir / "checkpoints" / "last.pt").exists()
     evaluated = procs.run_pdd(*workspace.evaluate_args(run_dir))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
 

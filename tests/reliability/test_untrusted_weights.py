@@ -1,6 +1,5 @@
 """Weights and checkpoints from strangers: pinned hashes are enforced, pickled code never runs, a file of
-another architecture is named with its missing/unexpected keys, a damaged checkpoint falls back to the
-previous one. Related: tests/models/test_weights.py (download with a wrong sha256, foreign VMamba file)
+another architecture is named with its missing/unexpected keys, a damaged snapshot is refused. Related: tests/models/test_weights.py (download with a wrong sha256, foreign VMamba file)
 and tests/engine/test_checkpoint.py (truncated last.pt, no readable checkpoint)."""
 
 from __future__ import annotations
@@ -13,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pdd.engine.checkpoint import CheckpointManager, load_checkpoint
-from pdd.engine.results import read_metrics
+from pdd.engine.checkpoint import load_checkpoint
 from pdd.errors import PDDError, WeightsError
 
 pytestmark = pytest.mark.reliability
@@ -35,7 +33,7 @@ def payload_file(tmp_path) -> tuple[Path, Path]:
     """A checkpoint-looking file that runs code when unpickled unsafely; and its marker."""
     marker = tmp_path / "payload_ran"
     path = tmp_path / "stranger.pt"
-    torch.save({"format": 1, "epoch": 1, "model": {"conv1.weight": _Payload(marker)}}, path)
+    torch.save({"format": 2, "epoch": 1, "model": {"conv1.weight": _Payload(marker)}}, path)
     return path, marker
 
 
@@ -69,15 +67,6 @@ def test_every_loader_refuses_the_payload_without_running_it(payload_file, tmp_p
     shutil.copyfile(path, entry)
     features = cache.features(lambda images: {"f": images * 2}, torch.ones(1, 3, 4, 4), [sha])
     assert torch.equal(features["f"], torch.full((1, 3, 4, 4), 2.0))  # recomputed instead of unpickled
-    assert not marker.exists()
-
-
-def test_a_payload_last_checkpoint_falls_back_to_the_previous_one(payload_file, tmp_path):
-    path, marker = payload_file
-    manager = CheckpointManager(tmp_path / "checkpoints", keep_every=1)
-    manager.save({"value": torch.tensor(1)}, epoch=1)
-    shutil.copyfile(path, manager.last_path)
-    assert manager.load_latest()["epoch"] == 1  # from epoch_001.pt
     assert not marker.exists()
 
 
@@ -120,38 +109,45 @@ def test_weights_fetch_refuses_a_file_with_another_sha256(tmp_path, procs, repo_
 
 
 def _copy_run(source: Path, target: Path) -> Path:
-    """The run's record and evaluations, and a hard link to its final snapshot (left unchanged)."""
-    (target / "checkpoints").mkdir(parents=True)
-    shutil.copyfile(source / "run.json", target / "run.json")
+    """The run's record, marker and evaluations, and hard links to its snapshots (left unchanged)."""
+    (target / "snapshots").mkdir(parents=True)
+    for name in ("run.json", "trained.json"):
+        shutil.copyfile(source / name, target / name)
     shutil.copytree(source / "eval", target / "eval")
-    os.link(source / "checkpoints" / "epoch_002.pt", target / "checkpoints" / "epoch_002.pt")
+    for snapshot in (source / "snapshots").iterdir():
+        os.link(snapshot, target / "snapshots" / snapshot.name)
     return target
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "payload"])
-def test_evaluate_skips_a_damaged_last_checkpoint(damage, baseline_run, workspace, procs, payload_file, tmp_path):
+def test_evaluate_refuses_a_damaged_snapshot_without_running_it(damage, baseline_run, workspace, procs,
+                                                                payload_file, tmp_path):
     run_dir = _copy_run(baseline_run, tmp_path / "run")
-    last = (baseline_run / "checkpoints" / "last.pt").read_bytes()
-    damaged = last[: len(last) // 3] if damage == "truncated" else payload_file[0].read_bytes()
-    (run_dir / "checkpoints" / "last.pt").write_bytes(damaged)
+    final = run_dir / "snapshots" / "epoch_002.safetensors"
+    content = final.read_bytes()
+    final.unlink()  # not the hard link's target: the baseline keeps its file
+    final.write_bytes(content[: len(content) // 3] if damage == "truncated" else payload_file[0].read_bytes())
 
     result = procs.run_pdd(*workspace.evaluate_args(run_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "last.pt" in result.stderr and "falling back to an older checkpoint" in result.stderr
-    assert read_metrics(run_dir / "metrics.json")["metrics"] == read_metrics(baseline_run / "metrics.json")["metrics"]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "epoch_002.safetensors" in result.stderr and "unreadable" in result.stderr
+    assert not (run_dir / "metrics.json").exists()
     assert not payload_file[1].exists()
 
 
 @pytest.mark.slow
-def test_evaluate_names_the_keys_of_a_checkpoint_from_another_architecture(baseline_run, workspace, procs, tmp_path):
+def test_evaluate_names_the_keys_of_a_snapshot_from_another_architecture(baseline_run, workspace, procs, tmp_path):
+    from pdd.engine.checkpoint import load_snapshot, save_snapshot
     from pdd.engine.runs import trainable_state
     from pdd.models import build_pdd
 
     run_dir = _copy_run(baseline_run, tmp_path / "run")
-    (run_dir / "checkpoints" / "epoch_002.pt").unlink()
+    final = run_dir / "snapshots" / "epoch_002.safetensors"
+    _, metadata = load_snapshot(final)
+    final.unlink()
     foreign = trainable_state(build_pdd("M3", "code", pretrained=False))  # one student instead of two
-    CheckpointManager(run_dir / "checkpoints").save({"signature": "", "model": foreign}, epoch=2)
+    save_snapshot(final, foreign, {key: value for key, value in metadata.items() if key != "format"})
 
     result = procs.run_pdd(*workspace.evaluate_args(run_dir))
     assert result.returncode == 2 and "Traceback" not in result.stderr

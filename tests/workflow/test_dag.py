@@ -53,9 +53,9 @@ def dvc_stage_outputs(profile: str) -> set[str]:
 
 
 def without_training_state(paths: set[str]) -> set[str]:
-    """Drop each run's checkpoints/ and dvclive/: DVC tracks them as persistent outs, Snakemake leaves
+    """Drop each run's snapshots/ and dvclive/: DVC tracks them as persistent outs, Snakemake leaves
     them undeclared; both so that a crashed training job keeps them and its rerun resumes."""
-    return {path for path in paths if not path.endswith(("/checkpoints", "/dvclive"))}
+    return {path for path in paths if not path.endswith(("/snapshots", "/dvclive"))}
 
 
 def test_dvc_yaml_is_current():

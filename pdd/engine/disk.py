@@ -1,0 +1,186 @@
+"""How much disk a plan takes, before it runs (`pdd params plan --disk`).
+
+Per run: the weights snapshots (`train.eval_every`, `train.keep_snapshots`), the one resumable checkpoint
+that exists while the run trains (weights + Adam's two moments), and per dataset the teacher-feature
+cache (shared by every run with the same teachers, image size and storage dtype). Sizes come from the
+models' real tensors and one teacher forward pass at the configured image size; image counts from the
+prepared split.csv when it exists, else from the dataset's published protocol (or the synthetic counts).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pdd.config import Params, RunSpec
+from pdd.engine.runs import trainable_state
+
+# safetensors' JSON header and torch.save's zip framing, per tensor (measured; small beside the data)
+SNAPSHOT_OVERHEAD_PER_TENSOR = 110
+CHECKPOINT_OVERHEAD_PER_TENSOR = 600
+CACHE_OVERHEAD_PER_ENTRY = 1500
+
+
+@dataclass(frozen=True)
+class RunDisk:
+    run: RunSpec
+    snapshot_bytes: int  # one snapshot
+    snapshots_written: int  # by training
+    snapshots_kept_at_most: int  # after `pdd evaluate`
+    checkpoint_bytes: int  # while the run trains; deleted when it completes
+
+    @property
+    def kept_bytes(self) -> int:
+        return self.snapshot_bytes * self.snapshots_kept_at_most
+
+
+@dataclass(frozen=True)
+class CacheDisk:
+    dataset: str
+    teachers: str  # which teacher family (`wrn50` for M1/M2, `wrn50+vmamba` otherwise)
+    images: int
+    bytes_per_image: int
+    dtype: str
+
+    @property
+    def total(self) -> int:
+        return self.images * self.bytes_per_image
+
+
+@dataclass
+class DiskPlan:
+    runs: list[RunDisk] = field(default_factory=list)
+    caches: list[CacheDisk] = field(default_factory=list)
+
+    @property
+    def snapshots_total(self) -> int:
+        return sum(run.kept_bytes for run in self.runs)
+
+    @property
+    def cache_total(self) -> int:
+        return sum(cache.total for cache in self.caches)
+
+    @property
+    def largest_checkpoint(self) -> int:
+        return max((run.checkpoint_bytes for run in self.runs), default=0)
+
+    def as_dict(self) -> dict:
+        return {
+            "runs": [{"id": r.run.id, "snapshot_bytes": r.snapshot_bytes, "snapshots_written": r.snapshots_written,
+                      "snapshots_kept_at_most": r.snapshots_kept_at_most, "checkpoint_bytes": r.checkpoint_bytes}
+                     for r in self.runs],
+            "caches": [{"dataset": c.dataset, "teachers": c.teachers, "images": c.images,
+                        "bytes_per_image": c.bytes_per_image, "dtype": c.dtype} for c in self.caches],
+            "totals": {"snapshots": self.snapshots_total, "teacher_cache": self.cache_total,
+                       "largest_resumable_checkpoint": self.largest_checkpoint,
+                       "after_the_plan": self.snapshots_total + self.cache_total},
+        }
+
+
+def plan_disk(params: Params, runs: list[RunSpec]) -> DiskPlan:
+    plan = DiskPlan()
+    for run in runs:
+        arch = params.variant(run.variant).arch
+        options = json.dumps(params.model_options(run.variant, run.fidelity), sort_keys=True)
+        state_bytes, tensors, parameter_bytes = _trainable_sizes(arch, run.fidelity, options)
+        written = _snapshot_epochs(params.train.epochs, params.train.eval_every)
+        scorings = 2 if arch == "full" else 1  # ts and ss for two students
+        kept = written if params.train.keep_snapshots == "all" else min(written, 1 + scorings)
+        plan.runs.append(RunDisk(run, state_bytes + SNAPSHOT_OVERHEAD_PER_TENSOR * tensors, written, kept,
+                                 state_bytes + 2 * parameter_bytes + CHECKPOINT_OVERHEAD_PER_TENSOR * tensors * 3))
+    seen: set[tuple[str, str]] = set()
+    dtype = torch.float16 if params.train.cache_fp16 else torch.float32
+    for run in runs:
+        family = "wrn50" if params.variant(run.variant).arch in ("M1", "M2") else "wrn50+vmamba"
+        if (run.dataset, family) in seen or not params.teacher_cache_enabled(run.dataset):
+            continue
+        seen.add((run.dataset, family))
+        per_image = _feature_elements(params.variant(run.variant).arch, params.data.image_size) * dtype.itemsize
+        plan.caches.append(CacheDisk(run.dataset, family, dataset_images(params, run.dataset),
+                                     per_image + CACHE_OVERHEAD_PER_ENTRY, str(dtype).removeprefix("torch.")))
+    return plan
+
+
+def _snapshot_epochs(epochs: int, every: int) -> int:
+    return epochs // every + (1 if epochs % every else 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _trainable_sizes(arch: str, fidelity: str, options_json: str) -> tuple[int, int, int]:
+    """(bytes of the trainable state, its tensor count, bytes of the trainable parameters)."""
+    from pdd.models import build_pdd
+
+    model = build_pdd(arch, fidelity, pretrained=False, **json.loads(options_json))
+    state = trainable_state(model)
+    return (sum(t.numel() * t.element_size() for t in state.values()), len(state),
+            sum(p.numel() * p.element_size() for p in model.student_parameters()))
+
+
+@functools.lru_cache(maxsize=None)
+def _feature_elements(arch: str, image_size: int) -> int:
+    """Elements of everything the frozen teachers produce for one image (what the cache stores)."""
+    from pdd.models import build_pdd
+
+    model = build_pdd(arch, "code", pretrained=False)
+    with torch.no_grad():
+        features = model.teacher_features(torch.zeros(1, 3, image_size, image_size))
+    return sum(value[0].numel() for value in features.values())
+
+
+def dataset_images(params: Params, dataset: str) -> int:
+    """Train + test images: from the prepared split.csv, else the protocol's or the synthetic counts."""
+    split = params.prepared_dir(dataset) / "split.csv"
+    if split.is_file():
+        with open(split, newline="", encoding="utf-8") as handle:
+            return sum(1 for _ in csv.DictReader(handle))
+    from pdd.data.registry import DATASETS
+
+    entry = DATASETS[dataset] if dataset in DATASETS else None
+    classes = params.dataset(dataset).classes
+    if params.data.source == "synthetic":
+        per_class = params.data.synthetic.n_train + 2 * params.data.synthetic.n_test
+        return per_class * (len(classes) if classes else 1)
+    if entry is None:
+        return 0
+    counts = entry.expected_counts
+    if classes:
+        counts = {key: value for key, value in counts.items() if key.split("/")[0] in classes}
+    return sum(counts.values())
+
+
+def human(n_bytes: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n_bytes) < 1000 or unit == "TB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    return f"{n_bytes:.1f} TB"
+
+
+def format_disk_plan(plan: DiskPlan, params: Params) -> str:
+    lines = [f"# disk plan, profile {params.profile}: train.eval_every {params.train.eval_every}, "
+             f"train.keep_snapshots {params.train.keep_snapshots}, teacher cache "
+             f"{'fp16' if params.train.cache_fp16 else 'fp32'} at {params.data.image_size}px", "",
+             f"{'run':48} {'snapshot':>10} {'written':>8} {'kept':>5} {'kept bytes':>11} {'while training':>15}"]
+    for run in plan.runs:
+        lines.append(f"{run.run.id:48} {human(run.snapshot_bytes):>10} {run.snapshots_written:>8} "
+                     f"{run.snapshots_kept_at_most:>5} {human(run.kept_bytes):>11} {human(run.checkpoint_bytes):>15}")
+    lines += ["", f"{'teacher cache':48} {'images':>10} {'per image':>10} {'total':>11}"]
+    for cache in plan.caches:
+        lines.append(f"{cache.dataset + ' (' + cache.teachers + ')':48} {cache.images:>10} "
+                     f"{human(cache.bytes_per_image):>10} {human(cache.total):>11}")
+    lines += ["",
+              f"snapshots kept after evaluation: {human(plan.snapshots_total)}",
+              f"teacher cache:                   {human(plan.cache_total)}",
+              f"after the plan completes:        {human(plan.snapshots_total + plan.cache_total)}",
+              f"while a run trains, add its resumable checkpoint (largest {human(plan.largest_checkpoint)}) and, "
+              f"with keep_snapshots: selected, its snapshots before pruning"]
+    return "\n".join(lines)
+
+
+def measured_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
