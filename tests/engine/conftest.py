@@ -27,7 +27,7 @@ class EngineWorkspace:
         return [
             f"paths.prepared={self.root / 'prepared'}", f"paths.cache={self.root / 'cache'}",
             f"data.image_size={self.size}", "train.epochs=2", "train.batch_size=4", "train.eval_every=1",
-            "train.num_workers=0", "train.cache_fp16=false", *extra,
+            "train.num_workers=0", "train.cache_fp16=false", "train.keep_snapshots=all", *extra,
         ]
 
     def params(self, *extra: str):

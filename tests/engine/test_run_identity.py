@@ -57,7 +57,7 @@ def test_rescoring_after_an_eval_edit_selects_among_snapshots_scored_under_the_n
         scoring["pooled"]["image_AUROC"] = 1.0
     (run_dir / "eval" / "epoch_001.json").write_text(json.dumps(stale))
 
-    evaluated, _ = engine_workspace.run(*engine_workspace.evaluate_args(run_dir), "--set", "eval.aupro_fpr_limit=0.1")
+    evaluated, _ = engine_workspace.run(*engine_workspace.evaluate_args(run_dir), "--set", "eval.sigma=1.0")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     document = read_metrics(run_dir / "metrics.json")
     new_settings = document["provenance"]["fingerprints"]
@@ -69,9 +69,9 @@ def test_rescoring_after_an_eval_edit_selects_among_snapshots_scored_under_the_n
         aurocs = {epoch: e["metrics"][scoring]["pooled"]["image_AUROC"] for epoch, e in per_epoch.items()}
         assert 1.0 not in aurocs.values(), "the stale evaluation was re-scored, not reused"
         assert results["best_of_test"]["epoch"] == min(e for e, v in aurocs.items() if v == max(aurocs.values()))
-        assert results["last"]["pooled"]["pixel_AUPRO"] != baseline["metrics"][scoring]["last"]["pooled"]["pixel_AUPRO"]
+        assert results["last"]["pooled"]["pixel_AUROC"] != baseline["metrics"][scoring]["last"]["pooled"]["pixel_AUROC"]
 
-    again, _ = engine_workspace.run(*engine_workspace.evaluate_args(run_dir), "--set", "eval.aupro_fpr_limit=0.1")
+    again, _ = engine_workspace.run(*engine_workspace.evaluate_args(run_dir), "--set", "eval.sigma=1.0")
     assert again.returncode == 0 and "epoch 1: reusing" in again.stderr  # same settings: nothing re-scored
     assert read_metrics(run_dir / "metrics.json")["metrics"] == document["metrics"]
 

@@ -97,7 +97,7 @@ class Workspace:
                 f"paths.results={self.root / 'results'}", f"paths.raw={self.root / 'raw'}",
                 f"paths.tables={self.root / 'tables'}", "data.image_size=32", "data.synthetic.size=32",
                 "data.synthetic.n_train=8", "data.synthetic.n_test=4", "train.epochs=2", "train.batch_size=4",
-                "train.eval_every=1", "train.num_workers=0", *self.extra, *extra]
+                "train.eval_every=1", "train.keep_snapshots=all", "train.num_workers=0", *self.extra, *extra]
 
     def params_args(self, *extra: str) -> list[str]:
         return ["--params", str(REPO_ROOT / "params.yaml"), "--profile", "demo",

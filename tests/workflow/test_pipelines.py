@@ -3,6 +3,7 @@ and the paper profile stops at the first data job with that dataset's instructio
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -95,3 +96,82 @@ def test_present_raw_data_is_prepared_by_the_workflow(scratch_repo, shared_headc
     (scratch_repo / "data/raw/headct").symlink_to(shared_headct, target_is_directory=True)
     _ok(_run(str(BIN / "snakemake"), "--cores", "1", "data/prepared/headct", cwd=scratch_repo, timeout=600))
     assert (scratch_repo / "data/prepared/headct/split.csv").is_file()
+
+
+# An edit and the jobs it must rerun: those whose own params changed (`direct`), then everything downstream
+RERUN_CASES = {
+    "eval.aupro_fpr_limit": (0.2, {"evaluate"}, {"evaluate", "table", "replication_gap"}),
+    "train.lr": (0.001, {"train"}, {"train", "evaluate", "table", "replication_gap"}),
+    "reporting.gap_tolerance": (0.05, {"replication_gap"}, {"replication_gap"}),
+    "eval.sigma": (3.0, {"evaluate"}, {"evaluate", "table", "replication_gap"}),  # last: the test then runs it
+}
+
+
+def _job_kind(name: str) -> str:
+    """The job an output file or DVC stage name belongs to."""
+    for marker, kind in (("trained.json", "train"), ("train-", "train"), ("metrics.json", "evaluate"),
+                         ("evaluate-", "evaluate"), ("replication_gap", "replication_gap"), ("table1", "table")):
+        if marker in name:
+            return kind
+    raise AssertionError(f"unexpected job {name}")
+
+
+def _edited(repo: Path, key: str, value) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    section, name = key.split(".")
+    params[section][name] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_both_engines_rerun_exactly_the_jobs_an_edit_invalidates(scratch_repo):
+    """Table 1 of one run plus the gap table, built by Snakemake, then by DVC; after each edit both name the
+    same jobs as changed, and an evaluation or reporting edit never reaches training."""
+    params = yaml.safe_load((scratch_repo / "params.yaml").read_text())
+    params["plan"] = {"table1": [{"datasets": ["headct"], "variants": ["full"]}]}
+    params["reporting"].update(figure_runs=[], explain_datasets=["headct"])
+    params["profiles"]["demo"].update(TINY_DEMO)
+    (scratch_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _ok(_run(str(BIN / "pdd"), "params", "dvc", cwd=scratch_repo))
+    for command in (("git", "add", "-A"), ("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "plan")):
+        _ok(_run(*command, cwd=scratch_repo))
+    original = (scratch_repo / "params.yaml").read_text()
+    targets = ["paper_tables/demo/table1.tex", "paper_tables/demo/replication_gap.md"]
+    snakemake = [str(BIN / "snakemake"), "--cores", "2", *targets, "--config", "profile=demo"]
+    _ok(_run(*snakemake, cwd=scratch_repo))
+    run_dir = scratch_repo / "results/demo/headct/full/code/seed0"
+    trained = {path.name: path.stat().st_ino for path in (run_dir / "snapshots").iterdir()}
+    trained["trained.json"] = (run_dir / "trained.json").stat().st_mtime_ns
+
+    def snakemake_jobs(*flags: str) -> set[str]:
+        result = _run(*snakemake, "-n", *flags, cwd=scratch_repo)
+        _ok(result)
+        if flags:  # --list-changes params: the outputs whose own params changed
+            return {_job_kind(line) for line in result.stdout.splitlines() if line.startswith("results/")
+                    or line.startswith("paper_tables/")}
+        stats = result.stdout.split("Job stats:")[1].split("total")[0].splitlines()
+        return {_job_kind({"train": "trained.json", "evaluate": "metrics.json", "table": "table1",
+                           "replication_gap": "replication_gap"}[line.split()[0]])
+                for line in stats[3:] if line.split() and line.split()[0] != "all"}
+
+    assert _run(*snakemake, "-n", cwd=scratch_repo).stdout.count("Nothing to be done") == 1
+    for key, (value, direct, everything) in RERUN_CASES.items():
+        _edited(scratch_repo, key, value)
+        assert snakemake_jobs("--list-changes", "params") == direct, key
+        assert snakemake_jobs() == everything, key
+        if key == "eval.sigma":  # really run it: evaluation reruns, training and its snapshot stay untouched
+            _ok(_run(*snakemake, cwd=scratch_repo))
+            after = {path.name: path.stat().st_ino for path in (run_dir / "snapshots").iterdir()}
+            assert {**after, "trained.json": (run_dir / "trained.json").stat().st_mtime_ns} == trained
+            assert json.loads((run_dir / "metrics.json").read_text())["provenance"]["fingerprints"]
+        (scratch_repo / "params.yaml").write_text(original)
+
+    for output in DEMO_OUTPUTS:
+        shutil.rmtree(scratch_repo / output)
+    _ok(_run(str(BIN / "dvc"), "repro", "demo-table1", "demo-replication_gap", cwd=scratch_repo))
+    for key, (value, direct, _) in RERUN_CASES.items():
+        _edited(scratch_repo, key, value)
+        status = _run(str(BIN / "dvc"), "status", "--json", "demo-table1", "demo-replication_gap", cwd=scratch_repo)
+        _ok(status)
+        assert {_job_kind(stage) for stage in json.loads(status.stdout)} == direct, key
+        (scratch_repo / "params.yaml").write_text(original)
