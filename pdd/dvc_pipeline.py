@@ -3,10 +3,11 @@
 DVC's templating cannot give a stage a list of dependencies (a table needs the metrics of several
 runs), so the stages are written out, one per job of the plan, for every profile. Each stage's `params:`
 are the keys its job reads (`pdd.fingerprints`, the same list Snakemake's fingerprints hash), so both
-engines rerun the same jobs after an edit. DVC addresses keys by dotted paths, so a key below a name that
-itself contains a dot (`variants.tau-0.65-0.40`) and every key a profile overrides are watched through
-their nearest addressable ancestor (`variants`, `profiles.demo`): there DVC may rerun more than
-Snakemake, never less. Regenerate with `pdd params dvc` after editing `plan`, `variants`, `seeds` or
+engines rerun the same jobs after an edit. DVC addresses keys by dotted paths and refuses keys the file
+does not spell out, so a key below a name that itself contains a dot (`variants.tau-0.65-0.40`), a default
+the file leaves out (`data.datasets.headct.seed`) and every key a profile overrides are watched through their
+nearest addressable ancestor (`variants`, `data.datasets.headct`, `profiles.demo`): there DVC may rerun more
+than Snakemake, never less. Regenerate with `pdd params dvc` after editing `plan`, `variants`, `seeds` or
 `profiles`; `pdd params dvc --check` (run by the tests) fails while the file is stale.
 """
 
@@ -30,16 +31,21 @@ HEADER = """\
 """
 
 
-def dvc_params(params: Params, keys: list[Key]) -> list[str]:
-    """`keys` as DVC can watch them: cut before a name containing a dot, without the keys the active profile
-    overrides (watched as `profiles.<profile>`), and without keys whose ancestor is already listed."""
+def dvc_params(params: Params, keys: list[Key], written: dict[str, Any]) -> list[str]:
+    """`keys` as DVC can watch them in the params file as `written`: cut before a name containing a dot and to
+    their longest prefix the file spells out (DVC refuses a key the file lacks; the ancestor still notices
+    when it is added), without the keys the active profile overrides (watched as `profiles.<profile>`), and
+    without keys whose ancestor is already listed."""
     overridden = [str(key) for key in params.profiles.get(params.profile, {})]
     kept = [key for key in keys
             if not any(".".join(key) == edit or ".".join(key).startswith(edit + ".") for edit in overridden)]
     watched: list[str] = []
     for key in _collapsed(params, kept):
         addressable = next((index for index, part in enumerate(key) if "." in part), len(key))
-        watched.append(".".join(key[:max(addressable, 1)]))
+        key = key[:max(addressable, 1)]
+        while len(key) > 1 and not _spelled_out(written, key):
+            key = key[:-1]
+        watched.append(".".join(key))
     if params.profile != BASE_PROFILE:
         watched.append(f"profiles.{params.profile}")
     unique = list(dict.fromkeys(watched))
@@ -61,11 +67,12 @@ def render_dvc_yaml(params_file: str | Path = "params.yaml") -> str:
 
 def _profile_stages(params_file: str, profile: str) -> dict[str, Any]:
     params = load_params(params_file, profile=profile)
+    written = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
     plan = params.plan_summary()
     pdd_args = shlex.join(["--params", params_file, f"--set=profile={profile}"])
 
     def params_deps(target: RunSpec | str, stage: Stage) -> list[Any]:
-        return [{params_file: dvc_params(params, keys_of(params, target, stage))}]
+        return [{params_file: dvc_params(params, keys_of(params, target, stage), written)}]
 
     stages: dict[str, Any] = {}
 
@@ -131,6 +138,14 @@ def _profile_stages(params_file: str, profile: str) -> dict[str, Any]:
         deps=[plan["datasets"][name]["prepared_dir"] for name in explain] + weights,
         params=params_deps(EXPLAIN, Stage.TABLES), outs=[{f"{tables}/explain": {"cache": False}}])
     return stages
+
+
+def _spelled_out(tree: Any, key: Key) -> bool:
+    for part in key:
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
 
 
 def _collapsed(params: Params, keys: list[Key]) -> list[Key]:

@@ -25,7 +25,7 @@ from pdd.config import Params, RunSpec, load_params
 from pdd.engine.results import git_state, utc_now
 from pdd.engine.rundir import RUN_LAYOUT, RunDir
 from pdd.engine.teacher_cache import TeacherFeatureCache
-from pdd.errors import DataError, PDDError, WeightsError
+from pdd.errors import ConfigError, DataError, PDDError, WeightsError
 from pdd.fingerprints import Stage, leaf_keys, lookup
 from pdd.io import atomic_write_json, sha256_file
 
@@ -251,8 +251,13 @@ def teacher_features(
 def differing_keys(current: Params, trained: Params, spec: RunSpec) -> list[str]:
     """Keys that change what `spec` trained on (its prepare and train fingerprints) and differ now, as
     `key (trained: a, now: b)` lines."""
-    keys = dict.fromkeys([*current.fingerprint(spec, Stage.PREPARE).keys, *current.fingerprint(spec, Stage.TRAIN).keys,
-                          *trained.fingerprint(spec, Stage.PREPARE).keys, *trained.fingerprint(spec, Stage.TRAIN).keys])
+    def read_keys(params: Params) -> list[str]:
+        try:
+            return [*params.fingerprint(spec, Stage.PREPARE).keys, *params.fingerprint(spec, Stage.TRAIN).keys]
+        except ConfigError:  # the current params no longer define the run's dataset or variant
+            return []
+
+    keys = dict.fromkeys([*read_keys(current), *read_keys(trained)])
     now, then = current.model_dump(mode="json"), trained.model_dump(mode="json")
     by_name = {".".join(key): key for key in [*leaf_keys(now), *leaf_keys(then)]}
     lines = []
