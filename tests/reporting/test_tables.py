@@ -7,6 +7,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 
 import pytest
 
@@ -157,3 +158,21 @@ def test_tables_compile_with_pdflatex(built, fixture_results, settings, tmp_path
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "main.pdf").stat().st_size > 10_000
+
+
+def test_pdd_tables_renders_the_tables_of_the_plan_only(fixture_results, repo_root, tmp_path):
+    """A plan of Table 1 alone gives table1.tex and a gap table over it, and needs no other table's runs."""
+    results = tmp_path / "results"
+    shutil.copytree(fixture_results / "headct", results / "headct")
+    for name in ("zhanglab", "brainmri", "chexpert"):
+        shutil.copytree(fixture_results / name / "full", results / name / "full")
+    params = tmp_path / "params.yaml"
+    plan = (repo_root / "params.yaml").read_text().split("\nplan:")[0]
+    params.write_text(plan + "\nplan:\n  table1:\n    - {datasets: [headct, zhanglab, brainmri, chexpert], variants: [full]}\n"
+                      "reporting:\n  figure_runs: []\n")
+    result = subprocess.run([sys.executable, "-m", "pdd", "tables", "--params", str(params), "--results", str(results),
+                             "--out", str(tmp_path / "tables")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["replication_gap.md", "replication_gap.tex",
+                                                                        "table1.tex"]
+    assert "Every reproduced number of table1 beside" in (tmp_path / "tables" / "replication_gap.md").read_text()
