@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -252,10 +251,9 @@ def evaluate_run(
 
 def _completed_training(directory: RunDir, record: runs.RunRecord) -> dict[str, Any]:
     """trained.json of a completed run, or a PDDError that says how far training got."""
-    if directory.trained_marker.is_file():
-        marker = json.loads(directory.trained_marker.read_text(encoding="utf-8"))
-        if directory.snapshot(marker["epochs"]).is_file():
-            return marker
+    marker = directory.completed_training()
+    if marker is not None:
+        return marker
     done = 0
     if directory.resume_checkpoint.is_file():
         done = load_checkpoint(directory.resume_checkpoint)["epoch"]

@@ -15,6 +15,7 @@ RUN_DIR/
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -68,6 +69,13 @@ class RunDir:
     @property
     def trained_marker(self) -> Path:
         return self.root / "trained.json"
+
+    def completed_training(self) -> dict | None:
+        """trained.json of a run whose training completed (its final snapshot present), else None."""
+        if not self.trained_marker.is_file():
+            return None
+        marker = json.loads(self.trained_marker.read_text(encoding="utf-8"))
+        return marker if self.snapshot(marker["epochs"]).is_file() else None
 
     @property
     def dvclive(self) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import logging
 import os
 import time
@@ -116,14 +115,6 @@ class _Trainer:
 
     # ---- state --------------------------------------------------------------------------------
 
-    def _completed(self) -> dict | None:
-        """trained.json of a run that finished under some identity, or None."""
-        marker = self.dir.trained_marker
-        if not marker.is_file():
-            return None
-        document = json.loads(marker.read_text(encoding="utf-8"))
-        return document if self.dir.snapshot(document["epochs"]).is_file() else None
-
     def _changed(self, recorded: dict, what: str, resume: bool, restart_if_changed: bool) -> bool:
         """Whether a run found in the directory must be started again; refuses when it may not be."""
         if not resume:
@@ -146,7 +137,7 @@ class _Trainer:
         if self.context.is_main:
             for path in self.dir.remove_temporaries():
                 log.warning("removed %s, left by an interrupted write", path)
-        completed = self._completed()
+        completed = self.dir.completed_training()
         checkpoint = load_checkpoint(self.dir.resume_checkpoint) if self.dir.resume_checkpoint.is_file() else None
         found = completed or checkpoint
         if found is None:

@@ -137,3 +137,14 @@ def test_cli_check_exits_2_naming_the_key():
 
 def test_eval_sigma_reaches_the_model_options():
     assert load_params(PARAMS, ["eval.sigma=2.5"]).build_options("full")["map_sigma"] == 2.5
+
+
+def test_a_removed_key_says_what_replaced_it(tmp_path):
+    old = yaml.safe_load(PARAMS.read_text())
+    old["train"]["checkpoint_every"] = 10  # a params file from before snapshots replaced full checkpoints
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match=r"train.checkpoint_every was removed: .*train.eval_every epochs; delete the key"):
+        load_params(path)
+    with pytest.raises(ConfigError, match="checkpoint_every was removed"):
+        load_params(PARAMS, ["train.checkpoint_every=5"])
