@@ -9,7 +9,6 @@ exactly like the file itself.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import types
@@ -254,11 +253,6 @@ class Params(_Section):
     def sha256(self) -> str:
         """Hash of the resolved params (profiles excluded: they are already applied)."""
         return _sha256_json(self.model_dump(mode="json", exclude={"profiles"}))
-
-    @functools.cached_property
-    def resolved_tree(self) -> dict[str, Any]:
-        """`model_dump(mode="json")`, computed once (the params are frozen): what fingerprints read. Do not mutate."""
-        return self.model_dump(mode="json")
 
     def fingerprint(self, target: RunSpec | str, stage: Stage | str) -> Fingerprint:
         """The hash of what job (`target`, `stage`) reads and the dotted keys it covers (`pdd.fingerprints`).

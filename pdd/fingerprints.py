@@ -83,13 +83,14 @@ def lookup(tree: dict[str, Any], key: Key) -> Any:
 
 def fingerprint_of(params: Params, keys: list[Key]) -> Fingerprint:
     """Hash of {key: resolved value} over `keys` (the key set itself is part of the hash)."""
-    values = {dotted(key): lookup(params.resolved_tree, key) for key in keys}
+    tree = params.model_dump(mode="json")
+    values = {dotted(key): lookup(tree, key) for key in keys}
     payload = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return Fingerprint(hashlib.sha256(payload.encode("utf-8")).hexdigest(), tuple(dotted(key) for key in keys))
 
 
 def _section(params: Params, *prefix: str) -> list[Key]:
-    return list(leaf_keys(lookup(params.resolved_tree, prefix), prefix))
+    return list(leaf_keys(lookup(params.model_dump(mode="json"), prefix), prefix))
 
 
 # ---- what each job reads ------------------------------------------------------------------------

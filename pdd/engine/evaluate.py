@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pdd.config import Params
 from pdd.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from pdd.engine import runs
 from pdd.engine.metrics import compute_metrics
@@ -205,9 +206,10 @@ def evaluate_run(
         if not_applied:
             log.warning("params differ from those %s was trained with; evaluating the run as trained (retrain it "
                         "to apply them): %s", record.spec.id, "; ".join(not_applied))
-        params = trained.model_copy(update={
-            "eval": current.eval, "paths": current.paths,
-            "train": trained.train.model_copy(update={"keep_snapshots": current.train.keep_snapshots}),
+        recorded = trained.model_dump(mode="json")
+        params = Params.model_validate({  # validated again: the mix must be a valid params set too
+            **recorded, "eval": current.eval.model_dump(mode="json"), "paths": current.paths.model_dump(mode="json"),
+            "train": {**recorded["train"], "keep_snapshots": current.train.keep_snapshots},
         })
         run = runs.RunContext(params, record.spec, directory)
         marker = _completed_training(directory, record)
