@@ -11,7 +11,7 @@ import csv
 import io
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +215,8 @@ def evaluate_run(
         marker = _completed_training(directory, record)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = run.build_model().to(device)
-        identity = run.identity(model)
+        # the train fingerprint the run was trained under (what its snapshots carry), whatever this pdd computes
+        identity = replace(run.identity(model), train_fingerprint=record.run_identity.train_fingerprint)
         _check_identity(directory, record, identity)
         scorings = [s for s in params.eval.scorings if model.supports_scoring(s)]
         selection = _SnapshotScorer(run, model, identity, scorings, device, progress).score_all(record.epochs)

@@ -141,3 +141,19 @@ def test_teacher_provenance_is_hashed_from_the_loaded_weights(engine_workspace, 
     write_weights(1)  # other weights at the recorded path
     with pytest.raises(WeightsError, match="not those .* was trained with"):
         evaluate_run(run_dir, engine_workspace.params_file, progress=False)
+
+
+def test_a_run_stays_evaluable_when_a_later_pdd_reads_other_training_keys(baseline_run, engine_workspace, tmp_path,
+                                                                          monkeypatch):
+    """The snapshots carry the train fingerprint they were trained under; evaluation matches them against the
+    record, not against what this version of `pdd.fingerprints` would compute."""
+    import pdd.fingerprints as fingerprints
+    from pdd.engine import evaluate_run
+
+    run_dir = _copy_run(baseline_run["run_dir"], tmp_path / "run")
+    real_train_keys = fingerprints.train_keys
+    monkeypatch.setattr(fingerprints, "train_keys", lambda params, run: real_train_keys(params, run)[:-1])
+    document = evaluate_run(run_dir, engine_workspace.params_file, progress=False)
+    recorded = json.loads((run_dir / "run.json").read_text())["identity"]["train_fingerprint"]
+    assert document["provenance"]["fingerprints"]["train"] == recorded
+    assert document["metrics"] == read_metrics(baseline_run["run_dir"] / "metrics.json")["metrics"]
