@@ -345,7 +345,7 @@ class Params(_Section):
             "paths": self.paths.model_dump(),
             "synthetic": self.data.synthetic.model_dump() if self.demo else None,
             "datasets": {name: {"raw_dir": str(self.raw_dir(name)), "prepared_dir": str(self.prepared_dir(name)),
-                                                "seed": self.dataset_seed(name), "classes": self.dataset(name).classes,
+                                "seed": self.dataset_seed(name), "classes": self.dataset(name).classes,
                                 "fingerprint": self.fingerprint(f"data/{name}", Stage.PREPARE)._asdict()}
                          for name in datasets},
             "explain_datasets": self.reporting.explain_datasets,
