@@ -13,7 +13,6 @@ import csv
 import functools
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -89,8 +88,9 @@ def plan_disk(params: Params, runs: list[RunSpec]) -> DiskPlan:
         options = json.dumps(params.model_options(run.variant, run.fidelity), sort_keys=True)
         state_bytes, tensors, parameter_bytes = _trainable_sizes(arch, run.fidelity, options)
         written = _snapshot_epochs(params.train.epochs, params.train.eval_every)
-        scorings = 2 if arch == "full" else 1  # ts and ss for two students
-        kept = written if params.train.keep_snapshots == "all" else min(written, 1 + scorings)
+        scorings = [s for s in params.eval.scorings if s == "ts" or arch == "full"]  # ss needs two students
+        # selected: `last` plus at most one `best_of_test` epoch per scoring
+        kept = written if params.train.keep_snapshots == "all" else min(written, 1 + len(scorings))
         plan.runs.append(RunDisk(run, state_bytes + SNAPSHOT_OVERHEAD_PER_TENSOR * tensors, written, kept,
                                  state_bytes + 2 * parameter_bytes + CHECKPOINT_OVERHEAD_PER_TENSOR * tensors * 3))
     seen: set[tuple[str, str]] = set()
@@ -180,7 +180,3 @@ def format_disk_plan(plan: DiskPlan, params: Params) -> str:
               f"while a run trains, add its resumable checkpoint (largest {human(plan.largest_checkpoint)}) and, "
               f"with keep_snapshots: selected, its snapshots before pruning"]
     return "\n".join(lines)
-
-
-def measured_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

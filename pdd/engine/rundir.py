@@ -124,6 +124,3 @@ class RunDir:
         for path in stale:
             path.unlink(missing_ok=True)
         return stale
-
-    def size_bytes(self) -> int:
-        return sum(path.stat().st_size for path in self.root.rglob("*") if path.is_file())

@@ -107,13 +107,10 @@ RERUN_CASES = {
 }
 
 
-def _job_kind(name: str) -> str:
-    """The job an output file or DVC stage name belongs to."""
-    for marker, kind in (("trained.json", "train"), ("train-", "train"), ("metrics.json", "evaluate"),
-                         ("evaluate-", "evaluate"), ("replication_gap", "replication_gap"), ("table1", "table")):
-        if marker in name:
-            return kind
-    raise AssertionError(f"unexpected job {name}")
+def _job_kind(stage: str) -> str:
+    """The job a DVC stage (`demo-train-headct-...`, `demo-table1`, `demo-replication_gap`) runs."""
+    job = stage.removeprefix("demo-")
+    return {"table1": "table", "replication_gap": "replication_gap"}.get(job) or job.split("-")[0]
 
 
 def _edited(repo: Path, key: str, value) -> None:
