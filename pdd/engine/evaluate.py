@@ -325,7 +325,8 @@ class _SnapshotScorer:
         if not path.is_file():
             return None
         document = read_epoch_evaluation(path)
-        if document.get("evaluated_with") != self.evaluated_with or set(document["metrics"]) != set(self.scorings):
+        if (document.get("evaluated_with") != self.evaluated_with or set(document["metrics"]) != set(self.scorings)
+                or document.get("images") is None):
             return None
         log.info("epoch %d: reusing %s (scored under the same settings)", epoch, path)
         return document["metrics"]
@@ -340,8 +341,9 @@ class _SnapshotScorer:
         scored = score_test_set(self.model, self.loader, self.scorings, self.cache, self.device,
                                 n_examples=n_examples, progress=self.progress)
         metrics = scored.metrics(self.run.params.eval.aupro_fpr_limit)
-        write_epoch_evaluation(self.run.dir.epoch_evaluation(epoch),
-                               {"epoch": epoch, "metrics": metrics, "evaluated_with": self.evaluated_with})
+        images = {"paths": scored.paths, "labels": scored.labels, "scores": scored.scores}
+        write_epoch_evaluation(self.run.dir.epoch_evaluation(epoch), {
+            "epoch": epoch, "metrics": metrics, "images": images, "evaluated_with": self.evaluated_with})
         summary = ", ".join(f"{s} image AUROC {m['pooled']['image_AUROC']}" for s, m in metrics.items())
         log.info("epoch %d: %s", epoch, summary)
         return metrics, scored

@@ -87,11 +87,21 @@ class MetricsDocument(_Strict):
     provenance: Provenance
 
 
+class ImageScores(_Strict):
+    """One score per test image in split order: what `pdd export` calibrates from and `pdd predict` must
+    reproduce, and what a different selection protocol (or a reader of the paper) can recompute from."""
+
+    paths: list[str]
+    labels: list[Literal[0, 1]]
+    scores: dict[Literal["ts", "ss"], list[float]] = Field(min_length=1)
+
+
 class EpochEvaluation(_Strict):
     """`eval/epoch_XXX.json`: what `pdd evaluate` measured on the test split with one epoch's snapshot."""
 
     epoch: int = Field(ge=0)
     metrics: dict[Literal["ts", "ss"], ClassMetrics] = Field(min_length=1)
+    images: ImageScores | None = None  # absent in files of earlier pdd versions (then scored again)
     # the train and evaluate fingerprints it was scored under: reused only under the same ones
     evaluated_with: dict[Literal["train", "evaluate"], str] | None = None
 

@@ -157,3 +157,25 @@ def test_a_run_stays_evaluable_when_a_later_pdd_reads_other_training_keys(baseli
     recorded = json.loads((run_dir / "run.json").read_text())["identity"]["train_fingerprint"]
     assert document["provenance"]["fingerprints"]["train"] == recorded
     assert document["metrics"] == read_metrics(baseline_run["run_dir"] / "metrics.json")["metrics"]
+
+
+def test_every_epoch_evaluation_keeps_its_per_image_scores(baseline_run, engine_workspace, tmp_path):
+    """What export calibrates from and predict must reproduce; an evaluation without them is scored again."""
+    import csv
+
+    run_dir = baseline_run["run_dir"]
+    final = read_epoch_evaluation(run_dir / "eval" / "epoch_002.json")["images"]
+    with open(run_dir / "scores_ts.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert final["paths"] == [row["path"] for row in rows]
+    assert final["labels"] == [int(row["label"]) for row in rows]
+    assert final["scores"]["ts"] == [float(row["score"]) for row in rows]
+
+    copy = _copy_run(run_dir, tmp_path / "run")
+    earlier = json.loads((copy / "eval" / "epoch_001.json").read_text())
+    del earlier["images"]  # as an earlier pdd wrote it
+    (copy / "eval" / "epoch_001.json").write_text(json.dumps(earlier))
+    evaluated, _ = engine_workspace.run(*engine_workspace.evaluate_args(copy))
+    assert evaluated.returncode == 0 and "epoch 1: reusing" not in evaluated.stderr
+    assert read_epoch_evaluation(copy / "eval" / "epoch_001.json")["images"] == \
+        read_epoch_evaluation(run_dir / "eval" / "epoch_001.json")["images"]
