@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pdd.reporting.results import Run
-from pdd.reporting.tables import METRIC_LABELS, BuiltTable, ReportSettings, render
+from pdd.reporting.tables import METRIC_LABELS, TABLES, BuiltTable, ReportSettings, render
 
 GAP_STEM = "replication_gap"
 
@@ -48,7 +48,12 @@ def gap_rows(tables: Sequence[BuiltTable], tolerance: float) -> list[GapRow]:
 
 
 def render_gap(tables: Sequence[BuiltTable], results_root: Path, settings: ReportSettings) -> dict[str, str]:
-    """{'tex': ..., 'md': ...} for the gap table of `tables`."""
+    """{'tex': ..., 'md': ...} for the gap table of the paper's tables among `tables`.
+
+    A results table of the user's own has no published numbers, so it is left out entirely: neither its
+    name nor its runs appear in the gap table's text or provenance.
+    """
+    tables = [table for table in tables if table.name in TABLES]
     rows = gap_rows(tables, settings.gap_tolerance)
     runs: dict[Path, Run] = {run.path: run for table in tables for run in table.runs}
     context = dict(

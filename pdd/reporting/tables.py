@@ -2,7 +2,9 @@
 
 Each table shows every reproduced number beside the number the paper published. A table is first
 built as plain data (cells, the paper values they replicate, and the metrics.json keys they come
-from), then rendered; the gap table (`pdd.reporting.gap`) reuses the same comparisons.
+from), then rendered; the gap table (`pdd.reporting.gap`) reuses the same comparisons. Any other
+table of params.plan (a dataset of the user's own) is a results table: the same numbers, ranked,
+with no paper beside them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pdd.reporting.published import OURS, methods, published, published_tables, 
 from pdd.reporting.results import Measured, ResultsIndex, Run, metric_key
 
 DEMO_BANNER = "DEMO — synthetic data, random-init teachers: not the paper's numbers"
-TABLES = ("table1", "table2", "table3", "table4", "table5")
+TABLES = ("table1", "table2", "table3", "table4", "table5")  # the paper's; any other plan table is a results table
+RESULTS_TEMPLATE = "results.tex.j2"
 SELECTIONS = {
     "last": "the last epoch's checkpoint",
     "best_of_test": "the checkpoint with the best test AUROC, as the authors selected",
@@ -44,6 +47,14 @@ class Table5Arm:
 
 
 @dataclass(frozen=True)
+class ResultsTable:
+    """A plan table that is not one of the paper's: its distinct (dataset, variant) rows in plan order."""
+
+    name: str
+    rows: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class ReportSettings:
     """What the tables need from params: which runs to read and how to present them."""
 
@@ -52,14 +63,19 @@ class ReportSettings:
     seeds: tuple[int, ...] = (0,)
     gap_tolerance: float = 0.03  # |ours - paper| as a fraction in [0, 1]
     table5_arms: tuple[Table5Arm, ...] = ()
+    results_tables: tuple[ResultsTable, ...] = ()
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
             raise ConfigError(f"reporting.selection must be one of {sorted(SELECTIONS)}, got {self.selection!r}")
 
+    def results_table(self, name: str) -> ResultsTable | None:
+        return next((table for table in self.results_tables if table.name == name), None)
+
     @classmethod
     def from_params(cls, params: Any) -> ReportSettings:
-        """Read the reporting knobs and the Table 5 arms (plan.table5, with each variant's resolved τ)."""
+        """Read the reporting knobs, the Table 5 arms (plan.table5, with each variant's resolved τ) and the
+        rows of every other plan table, so that no builder reads params itself."""
         from pdd.models.options import PDDOptions
 
         fidelity = params.model.fidelity
@@ -74,6 +90,13 @@ class ReportSettings:
             seeds=tuple(params.seeds),
             gap_tolerance=params.reporting.gap_tolerance,
             table5_arms=tuple(sorted(arms, key=lambda arm: _dataset_order(arms, arm.dataset))),
+            results_tables=tuple(
+                ResultsTable(name, tuple(dict.fromkeys(
+                    (dataset, variant) for entry in entries for dataset in entry.datasets for variant in entry.variants
+                )))
+                for name, entries in params.plan.items()
+                if name not in TABLES
+            ),
         )
 
 
@@ -177,8 +200,18 @@ def _cells(texts: Sequence[str], values: Sequence[float], digits: int) -> list[d
     return [{"text": t, "style": s} for t, s in zip(texts, rank_styles(values, digits))]
 
 
+def _ranked_rows(measured: Sequence[Sequence[Measured]], digits: int) -> list[list[dict[str, Any]]]:
+    """Cells of rows × metrics, best/second ranked within each metric's column rather than within a row."""
+    columns = [
+        _cells([format_measured(m, digits) for m in column], [100.0 * m.mean for m in column], digits)
+        for column in zip(*measured)
+    ]
+    return [list(row) for row in zip(*columns)]
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# The five tables. Each returns plain data; the templates only lay it out.
+# The five tables and the results table of any other plan table. Each returns plain data; the templates only
+# lay it out.
 
 
 def build_table1(reader: _CellReader) -> BuiltTable:
@@ -256,13 +289,8 @@ def _ablation_rows(
         row: [reader.measure(dataset, variant, metric, scoring) for metric in IMAGE_METRICS]
         for row, (variant, scoring) in arms.items()
     }
-    columns = []
-    for m, metric in enumerate(IMAGE_METRICS):
-        values = [100.0 * measured[row][m].mean for row in arms]
-        texts = [format_measured(measured[row][m], digits) for row in arms]
-        columns.append(_cells(texts, values, digits))
     body = []
-    for r, row in enumerate(arms):
+    for row, cells in zip(arms, _ranked_rows(list(measured.values()), digits)):
         papers = [published(table, row, OURS, metric) for metric in IMAGE_METRICS]
         for metric, paper, value in zip(IMAGE_METRICS, papers, measured[row]):
             reader.record("Ours" if row == "full" else row, OURS, metric, value, paper)
@@ -270,7 +298,7 @@ def _ablation_rows(
             {
                 "label": "Ours" if row == "full" else row,
                 "marks": list(marks(row)),
-                "cells": [column[r] for column in columns],
+                "cells": cells,
                 "paper": [format_value(p, digits) for p in papers],
             }
         )
@@ -329,6 +357,23 @@ def _published_or_none(table: str, row: str, column: str, metric: str) -> float 
     return published(table, row, column, metric) if present else None
 
 
+def build_results(reader: _CellReader) -> BuiltTable:
+    """A plan table of the user's own: image AUROC / AP / F1-max (teacher-student scoring) per planned
+    (dataset, variant), ranked per column. The paper has no such table, so its cells carry no paper value
+    and the gap table leaves them out."""
+    digits = 1
+    pairs = reader.settings.results_table(reader.table).rows
+    measured = [[reader.measure(dataset, variant, metric, "ts") for metric in IMAGE_METRICS]
+                for dataset, variant in pairs]
+    body = []
+    for (dataset, variant), values, cells in zip(pairs, measured, _ranked_rows(measured, digits)):
+        label = DATASET_LABELS.get(dataset, dataset)
+        for metric, value in zip(IMAGE_METRICS, values):
+            reader.record(label, variant, metric, value, None)
+        body.append({"dataset": label, "variant": variant, "cells": cells})
+    return reader.built({"name": reader.table, "metrics": [METRIC_LABELS[m] for m in IMAGE_METRICS], "rows": body})
+
+
 BUILDERS: dict[str, Callable[[_CellReader], BuiltTable]] = {
     "table1": build_table1,
     "table2": build_table2,
@@ -339,9 +384,14 @@ BUILDERS: dict[str, Callable[[_CellReader], BuiltTable]] = {
 
 
 def build_table(name: str, index: ResultsIndex, settings: ReportSettings) -> BuiltTable:
-    if name not in BUILDERS:
-        raise ConfigError(f"unknown table {name!r}; choose one of {', '.join(TABLES)}")
-    return BUILDERS[name](_CellReader(name, index, settings))
+    """A paper table by its own builder; any other table the settings carry rows for as a results table."""
+    reader = _CellReader(name, index, settings)
+    if name in BUILDERS:
+        return BUILDERS[name](reader)
+    if settings.results_table(name) is not None:
+        return build_results(reader)
+    known = [*TABLES, *(table.name for table in settings.results_tables)]
+    raise ConfigError(f"unknown table {name!r}; choose one of {', '.join(known)}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -448,4 +498,6 @@ def render(template: str, built: BuiltTable | None, results_root: Path, settings
 
 
 def render_table(built: BuiltTable, results_root: Path, settings: ReportSettings) -> str:
-    return render(f"{built.name}.tex.j2", built, results_root, settings)
+    """A paper table has a template of its own name; every results table shares one."""
+    template = f"{built.name}.tex.j2" if built.name in BUILDERS else RESULTS_TEMPLATE
+    return render(template, built, results_root, settings)
