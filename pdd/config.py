@@ -71,9 +71,27 @@ class SyntheticParams(_Section):
 
 
 class DatasetParams(_Section):
+    """One dataset: a paper dataset of the registry (`kind: registry`, the default) or a user's own folder."""
+
+    kind: Literal["registry", "folder"] = "registry"
+    root: NonEmptyStr | None = None  # folder: where the images are (pdd.data.folder)
+    layout: Literal["mvtec", "csv"] = "mvtec"  # folder: train/good + test/<anomaly> trees, or a labels table
+    csv: NonEmptyStr | None = None  # folder, layout csv: the table, relative to root (default labels.csv)
+    normal_test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.4  # folder: normals drawn into test when unsplit
     seed: Seed | None = None  # None: data.split_seed
     classes: Annotated[list[Name], Field(min_length=1)] | None = None
     teacher_cache: bool | None = None  # None: train.teacher_cache
+
+    @model_validator(mode="after")
+    def _folder_has_a_root(self) -> DatasetParams:
+        if self.kind == "folder" and self.root is None:
+            raise _Problem("root", "a folder dataset needs root: the folder holding its images")
+        if self.kind == "registry":
+            for key in ("root", "csv"):
+                if getattr(self, key) is not None:
+                    raise _Problem(key, "only a folder dataset (kind: folder) has one; paper datasets are "
+                                        "downloaded into paths.raw")
+        return self
 
 
 class DataParams(_Section):
@@ -302,8 +320,9 @@ class Params(_Section):
         return self.data.split_seed if seed is None else seed
 
     def raw_dir(self, dataset: str) -> Path:
-        self.dataset(dataset)
-        return Path(self.paths.raw) / dataset
+        """Where the dataset's raw files are: a folder dataset's own root, else paths.raw/<dataset>."""
+        entry = self.dataset(dataset)
+        return Path(entry.root) if entry.kind == "folder" else Path(self.paths.raw) / dataset
 
     def prepared_dir(self, dataset: str) -> Path:
         self.dataset(dataset)

@@ -87,10 +87,10 @@ def _profile_stages(params_file: str, profile: str) -> dict[str, Any]:
                 params=params_deps(f"data/{name}", Stage.PREPARE), outs=[dataset["prepared_dir"]])
             continue
         # persist: DVC must not delete raw data a user copied in by hand before the download job runs
-        add(f"download-{name}", cmd=f"pdd data download {name} --raw {dataset['raw_dir']}",
+        add(f"download-{name}", cmd=f"pdd data download {name} --raw {dataset['raw_dir']} {pdd_args}",
             outs=[{dataset["raw_dir"]: {"persist": True}}])
         add(f"data-{name}", cmd=f"pdd data prepare {name} --raw {dataset['raw_dir']} --out "
-                                f"{dataset['prepared_dir']} --seed {dataset['seed']}",
+                                f"{dataset['prepared_dir']} --seed {dataset['seed']} {pdd_args}",
             deps=[dataset["raw_dir"]], params=params_deps(f"data/{name}", Stage.PREPARE),
             outs=[dataset["prepared_dir"]])
     weights = [entry["file"] for entry in plan["weights"].values()]

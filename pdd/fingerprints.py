@@ -54,6 +54,10 @@ LOCATION_KEYS: dict[str, str] = {
 }
 
 
+# what `pdd.data.folder` reads of a dataset entry (defaults, never read, for the registry's datasets)
+FOLDER_KEYS = ("kind", "root", "layout", "csv", "normal_test_fraction")
+
+
 class Fingerprint(NamedTuple):
     """A job's hash and the dotted keys it covers (rendered `a.b.c`; names may contain dots)."""
 
@@ -97,9 +101,10 @@ def _section(params: Params, *prefix: str) -> list[Key]:
 
 
 def data_keys(params: Params, dataset: str) -> list[Key]:
-    """Preparing (or generating) one dataset: its source and split seed."""
+    """Preparing (or generating) one dataset: its source, split seed and, for a user's folder, where and how."""
     params.dataset(dataset)
-    keys: list[Key] = [("data", "source"), ("data", "split_seed"), ("data", "datasets", dataset, "seed")]
+    keys: list[Key] = [("data", "source"), ("data", "split_seed"), ("data", "datasets", dataset, "seed"),
+                       *(("data", "datasets", dataset, name) for name in FOLDER_KEYS)]
     if params.data.source == "synthetic":
         keys += _section(params, "data", "synthetic")
     return keys

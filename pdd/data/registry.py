@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from pdd.data.folder import FolderPreparer
 from pdd.data.prepare import Assignment, Candidate, PrepareReport, Staged, prepare_dataset
 from pdd.data.preparers import (
     BrainMRIPreparer,
@@ -192,8 +193,31 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
 )}
 
 
+def folder_dataset(name: str, root: str | Path, layout: str = "mvtec", csv_file: str | None = None,
+                   normal_test_fraction: float = 0.4) -> DatasetSpec:
+    """The spec of a user's own dataset (`data.datasets.<name>.kind: folder`): prepared like the paper's."""
+    preparer = FolderPreparer(Path(root), layout, csv_file, normal_test_fraction)
+    split = ("the tree's train/test folders" if layout == "mvtec" else
+             f"the table's split column; unsplit normals: a seeded {normal_test_fraction:.0%} to test, "
+             "unsplit anomalous images to test")
+    return DatasetSpec(
+        name=name, title=f"{name} (your {layout} folder {root})", licence="yours: pdd only reads it",
+        sources=(Source("manual", str(root), "your data", note=f"put the images there in the {layout} layout"),),
+        preparer=preparer, protocol=f"split from {split}", expected_counts={},
+    )
+
+
+def dataset_spec(name: str, entry: Any = None) -> DatasetSpec:
+    """The spec of `name` as params define it (`entry`: its `data.datasets.<name>`), else the registry's."""
+    if entry is not None and entry.kind == "folder":
+        return folder_dataset(name, entry.root, entry.layout, entry.csv, entry.normal_test_fraction)
+    return get_dataset(name)
+
+
 def get_dataset(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.") from None
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or define your own in "
+                        f"params.yaml: data.datasets.{name}: {{kind: folder, root: ..., layout: mvtec|csv}} "
+                        "(docs/data.md)") from None

@@ -22,14 +22,15 @@ if PLAN["demo"]:
 else:
 
     rule download:
-        """Fetch the raw files, or stop with where to get them; already-present raw data is kept."""
+        """Fetch the raw files, or stop with where to get them; already-present raw data is kept (a folder
+        dataset's root is never written: the job only checks it is there)."""
         output:
             directory(f"{PATHS['raw']}/{{dataset}}"),
         log:
             f"{LOGS}/data/{{dataset}}-download.log",
         priority: 10  # data problems surface first, before hours of other jobs
         shell:
-            "{PDD} data download {wildcards.dataset} --raw {output} > {log} 2>&1"
+            "{PDD} data download {wildcards.dataset} --raw {output} {PARAMS_ARGS} > {log} 2>&1"
 
     rule prepare:
         """Raw files -> train/good, test/<label>, ground_truth/, split.csv (checked and seeded)."""
@@ -44,7 +45,8 @@ else:
             seed=lambda w: DATASETS[w.dataset]["seed"],
             fingerprint=lambda w: fingerprint(DATASETS[w.dataset]),
         shell:
-            "{PDD} data prepare {wildcards.dataset} --raw {input} --out {output} --seed {params.seed} > {log} 2>&1"
+            "{PDD} data prepare {wildcards.dataset} --raw {input} --out {output} --seed {params.seed} {PARAMS_ARGS}"
+            " > {log} 2>&1"
 
 
 for _teacher, _file in WEIGHTS.items():
