@@ -1,6 +1,6 @@
 """Run every CPU benchmark of pdd in one process and print one table of ratios measured in this run.
 
-    python -m benchmarks [--quick] [--only scan,forward,train,cache,inference,pipeline] [--demo]
+    python -m benchmarks [--quick] [--only scan,forward,train,cache,inference,predict,pipeline] [--demo]
 
 Writes results/benchmarks/<name>.json per benchmark and results/benchmarks/summary.json (machine,
 settings and every ratio). Times are medians of --repeats runs; the CPU may be shared, so compare
@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmarks.common import Ratio, Settings, machine
 from pdd.io import atomic_write_json
 
-BENCHMARKS = ("scan", "forward", "train", "cache", "inference", "pipeline")
+BENCHMARKS = ("scan", "forward", "train", "cache", "inference", "predict", "pipeline")
 
 
 def parse_args() -> argparse.Namespace:

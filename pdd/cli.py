@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "pdd.reporting.cli",  # pdd tables, pdd figures, pdd explain
     "pdd.config_cli",  # pdd params check|show|plan
     "pdd.weights_cli",  # pdd weights fetch (the workflow's teacher-weights jobs)
+    "pdd.inference.cli",  # pdd export, pdd predict
 )
 
 

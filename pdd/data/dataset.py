@@ -28,6 +28,20 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def to_model_input(image: Image.Image, image_size: int) -> torch.Tensor:
+    """The 3×S×S normalised tensor the teachers read, from a decoded (`read_image`) image.
+
+    The one preprocessing of the project: training, evaluation and `pdd predict` all go through it, so a
+    prediction on a prepared test image reproduces the evaluation's score."""
+    resized = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (pixels - _MEAN) / _STD
+
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
 class PreparedDataset(Dataset):
     """Items: ``image`` (3×S×S), ``label``, ``mask`` (1×S×S), ``has_mask``, ``path``, ``sha256``, ``cls``.
 
@@ -60,8 +74,6 @@ class PreparedDataset(Dataset):
         self._annotated = {cls for cls in self.classes
                            if any(row.cls == cls for row in anomalous)
                            and all(row.mask for row in anomalous if row.cls == cls)}
-        self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -73,15 +85,14 @@ class PreparedDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
         size = (self.image_size, self.image_size)
-        image = read_image(self.root / row.path).convert("RGB").resize(size, Image.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        image = to_model_input(read_image(self.root / row.path), self.image_size)
         if row.mask:
             mask_image = Image.fromarray(read_mask(self.root / row.mask)).resize(size, Image.NEAREST)
             mask = torch.from_numpy(np.asarray(mask_image, dtype=np.float32))[None]
         else:
             mask = torch.zeros(1, *size)
         return {
-            "image": (pixels - self._mean) / self._std,
+            "image": image,
             "label": int(row.label),
             "mask": mask,
             "has_mask": bool(row.mask) or (row.label == 0 and row.cls in self._annotated),

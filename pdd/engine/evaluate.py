@@ -240,6 +240,8 @@ def evaluate_run(
                 "fingerprints": {"train": identity.train_fingerprint, "evaluate": run.evaluate_fingerprint()},
                 "snapshots_scored": sorted(selection.per_epoch),
                 "params_not_applied": not_applied,
+                "evaluation": {"eval": params.eval.model_dump(mode="json"),
+                               "teacher_features": run.teacher_feature_dtype()},
             },
         }
         for scoring in scorings:

@@ -27,6 +27,16 @@ def f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(np.max(2 * precision * recall / (precision + recall + 1e-8)))
 
 
+def f1_max_threshold(labels: Sequence[int], scores: Sequence[float]) -> tuple[float, float]:
+    """(threshold, F1) at the F1-max operating point: scores >= threshold are called anomalous.
+
+    The same curve and formula as `f1_max`, so the F1 at this threshold is the reported F1-max."""
+    precision, recall, thresholds = precision_recall_curve(np.asarray(labels), np.asarray(scores, dtype=np.float64))
+    f1 = 2 * precision[:-1] * recall[:-1] / (precision[:-1] + recall[:-1] + 1e-8)  # the last point has no threshold
+    best = int(np.argmax(f1))
+    return float(thresholds[best]), float(f1[best])
+
+
 def image_metrics(labels: Sequence[int], scores: Sequence[float]) -> dict[str, float | None]:
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)

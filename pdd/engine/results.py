@@ -78,6 +78,9 @@ class Provenance(_Strict):
     fingerprints: dict[Literal["train", "evaluate"], str] | None = None
     snapshots_scored: list[int] | None = None  # the epochs best_of_test chose from
     params_not_applied: list[str] | None = None  # current keys that differ from the run's and were not applied
+    # the eval.* settings applied and the precision of the teacher features scored: what `pdd export`
+    # hands a predictor so that it reproduces these scores
+    evaluation: dict[str, Any] | None = None
 
 
 class MetricsDocument(_Strict):

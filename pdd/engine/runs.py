@@ -218,10 +218,16 @@ class RunContext:
         return DataLoader(dataset, batch_size=self.params.eval.batch_size, shuffle=False,
                           num_workers=self.params.train.num_workers, worker_init_fn=seeded_worker)
 
+    def teacher_feature_dtype(self) -> str:
+        """The precision the students see teacher features in: the cache's storage type, or float32 live."""
+        if self.params.teacher_cache_enabled(self.spec.dataset) and self.params.train.cache_fp16:
+            return "float16"
+        return "float32"
+
     def teacher_cache(self, model: torch.nn.Module) -> TeacherFeatureCache | None:
         if not self.params.teacher_cache_enabled(self.spec.dataset):
             return None
-        dtype = torch.float16 if self.params.train.cache_fp16 else torch.float32
+        dtype = getattr(torch, self.teacher_feature_dtype())
         root = Path(self.params.paths.cache) / "teacher_features"
         return TeacherFeatureCache(root, model.teacher_fingerprint(), self.params.data.image_size, dtype)
 
