@@ -70,6 +70,9 @@ class DatasetSpec:
     expected_counts: Mapping[str, int]
     manifest: str | None = None  # a JSON file in pdd/data/manifests: sha256 of every raw file
     classes: tuple[str, ...] = field(default=())
+    # the CT window the source's images were exported with: what `pdd predict` applies to DICOM/NIfTI input
+    # of a model trained on them, so new scans look like the training images
+    ct_window: str | None = None
 
     def locate_raw(self, raw: str | Path) -> Path | None:
         return self.preparer.locate(Path(raw))
@@ -135,6 +138,7 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
         protocol="100 normal (ids 100-199): seeded random 60 train / 40 test; all 100 hemorrhage (ids 0-99) in test.",
         expected_counts={"train": 60, "test/normal": 40, "test/anomalous": 100},
         manifest="headct.json",
+        ct_window="brain",
     ),
     DatasetSpec(
         name="brainmri",

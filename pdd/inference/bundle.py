@@ -42,6 +42,7 @@ WEIGHTS = "model.safetensors"
 CARD = "model.md"
 PARAMS = "params.yaml"
 RANDOM_INIT = "random-init"  # pdd.models.weights.RANDOM_INIT, without importing the model code
+TEACHER_MODELS = {"wrn50": "timm wide_resnet50_2.{tag}", "vmamba": "VMamba-Tiny (vanilla v0, VMamba release #v0cls)"}
 SELECTION_CAVEAT = ("best_of_test selects the epoch on the test set (the authors' protocol): its test metrics "
                     "are optimistic; judge the model on data it was not selected on")
 
@@ -106,6 +107,11 @@ class Bundle:
     @property
     def scoring(self) -> str:
         return self.manifest["model"]["scoring"]
+
+    @property
+    def ct_window(self) -> str | None:
+        """The window the training images were exported with (HeadCT: brain), for DICOM and NIfTI input."""
+        return self.manifest["input"].get("ct_window")
 
     @property
     def calibration(self) -> Calibration:
@@ -188,7 +194,8 @@ def _manifest(record: Any, trained: Any, evaluation: dict[str, Any], selection: 
     teachers = {}
     for name, weights in identity.teacher_weights.items():
         settings = getattr(trained.teachers, name)
-        teachers[name] = {"weights": weights, "file": teacher_files[name], "url": settings.url,
+        model = TEACHER_MODELS[name].format(tag=trained.teachers.wrn50.tag)
+        teachers[name] = {"model": model, "weights": weights, "file": teacher_files[name], "url": settings.url,
                           **({"seed": trained.teachers.init_seed} if weights == RANDOM_INIT else {})}
     return {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "pdd_version": __version__,
@@ -200,13 +207,20 @@ def _manifest(record: Any, trained: Any, evaluation: dict[str, Any], selection: 
         "model": {"arch": record.arch, "fidelity": record.fidelity, "options": options, "scoring": scoring},
         "input": {"image_size": record.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                   "preprocessing": "pdd.data.images.read_image, RGB, PIL bilinear resize to image_size², "
-                                   "/255, ImageNet mean/std"},
+                                   "/255, ImageNet mean/std",
+                  "ct_window": _training_window(record.dataset)},
         "teachers": teachers,
         "teacher_features": evaluation["teacher_features"],
         "selection": {"protocol": selection, "epoch": epoch, "scoring": scoring,
                       "caveat": SELECTION_CAVEAT if selection == "best_of_test" else None},
         "metrics": selected["pooled"],
     }
+
+
+def _training_window(dataset: str) -> str | None:
+    from pdd.data.registry import DATASETS
+
+    return DATASETS[dataset].ct_window if dataset in DATASETS else None
 
 
 # ---- writing and reading ------------------------------------------------------------------------------------
@@ -306,7 +320,7 @@ def model_card(manifest: dict[str, Any]) -> str:
         else:
             where = f"sha256 {entry['weights']}, " + (f"bundled as {entry['bundled']}" if entry.get("bundled")
                                                       else f"file {entry['file']} (from {entry['url']})")
-        return f"{name}: {entry['weights'] if entry['weights'] == RANDOM_INIT else 'pretrained'} ({where})"
+        return f"{name}: {entry['model']}, {'random-init' if entry['weights'] == RANDOM_INIT else 'pretrained'} ({where})"
 
     teachers = "; ".join(teacher(name, entry) for name, entry in manifest["teachers"].items())
     metrics = manifest["metrics"]
@@ -315,7 +329,9 @@ def model_card(manifest: dict[str, Any]) -> str:
         *(f"> **Warning:** {note}." for note in Bundle(manifest, {}).warnings),
         "",
         f"- Architecture: {manifest['model']['arch']}, scoring `{manifest['model']['scoring']}`, "
-        f"input {manifest['input']['image_size']}×{manifest['input']['image_size']} RGB (ImageNet normalisation)",
+        f"input {manifest['input']['image_size']}×{manifest['input']['image_size']} RGB (ImageNet normalisation)"
+        + (f"; DICOM/NIfTI input is shown in the {manifest['input']['ct_window']} window the training images used"
+           if manifest["input"].get("ct_window") else ""),
         f"- Weights: epoch {selection['epoch']} of {run['epochs']}, selected by `{selection['protocol']}`",
         f"- Test metrics of that epoch: image AUROC {percent(metrics['image_AUROC'])}, AP "
         f"{percent(metrics['image_AP'])}, F1-max {percent(metrics['image_F1max'])} (%)",

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--threshold", type=float, default=None,
                          help="raw-score threshold for the label (default: the bundle's F1-max threshold)")
     predict.add_argument("--window", default=None, metavar="brain|subdural|bone|C,W",
-                         help="CT window for DICOM and NIfTI (default: the file's own window tags, else min-max)")
+                         help="CT window for DICOM and NIfTI (default: the one the model's training images used, "
+                              "e.g. brain for HeadCT, else the file's own window tags, else min-max)")
     predict.add_argument("--axis", type=int, default=2, choices=[0, 1, 2],
                          help="NIfTI: score the volume slice by slice along this array axis (default: %(default)s)")
     predict.add_argument("--save-maps", action="store_true", help="also write each raw anomaly map (maps/*.npz)")
@@ -77,11 +78,15 @@ def _predict(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     teacher_files = dict(_name_value(text) for text in args.teacher)
-    window = parse_window(args.window)
+    parse_window(args.window)  # a bad --window fails before the model is loaded
     predictor = Predictor.from_path(args.model, device=args.device, teacher_files=teacher_files,
                                     threshold=args.threshold, batch_size=args.batch_size)
     for note in predictor.bundle.warnings:
         print(f"warning: {note}", file=sys.stderr)
+    window = parse_window(args.window or predictor.bundle.ct_window)
+    if args.window is None and window is not None:
+        print(f"DICOM and NIfTI inputs are shown in the {predictor.bundle.ct_window} window (C {window.center:g}, "
+              f"W {window.width:g}) the training images used; --window overrides it", file=sys.stderr)
     writer = PredictionWriter(args.out, predictor.calibration, predictor.threshold, predictor.bundle.description,
                               predictor.bundle.warnings, save_maps=args.save_maps)
     with writer, tqdm(desc="predict", unit="image", disable=not args.progress) as progress:

@@ -88,8 +88,7 @@ class PredictionWriter:
             np.savez_compressed(self.out / "maps" / f"{stem}.npz", map=prediction.map, score=prediction.score,
                                 name=prediction.name)
         label = "anomalous" if prediction.label else "normal"
-        source = str(prediction.source) if prediction.source is not None else prediction.name
-        self._rows.writerow([source, "" if prediction.slice_index is None else prediction.slice_index,
+        self._rows.writerow([str(prediction.source), "" if prediction.slice_index is None else prediction.slice_index,
                              repr(prediction.score), f"{prediction.normalised:.6f}", label, overlay_file])
         self._predictions.flush()
         self.cards.append({"name": prediction.name, "score": prediction.score, "normalised": prediction.normalised,

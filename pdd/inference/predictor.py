@@ -37,7 +37,7 @@ class Prediction:
     """One scored 2-D image: an image file, a DICOM frame or a NIfTI slice."""
 
     name: str  # e.g. "a.png" or "ct.nii.gz[slice 12]"
-    source: Path | None  # None for an in-memory image
+    source: Path  # the file; `<image i>` for the i-th in-memory image
     slice_index: int | None
     score: float  # the raw image score (max of the smoothed map), comparable to the bundle's threshold
     normalised: float  # in [0, 1]; 0.5 is the threshold (`Calibration.normalise`)
@@ -178,7 +178,7 @@ class Predictor:
         normalised = self.calibration.normalise(scores)
         maps = maps.float().cpu().numpy()
         return [Prediction(
-            name=item.name, source=None if item.source.name.startswith("<") else item.source,
+            name=item.name, source=item.source,
             slice_index=item.slice_index, score=float(score), normalised=float(norm),
             label=int(score >= self.threshold), map=anomaly_map,
             image=np.asarray(item.image.convert("RGB").resize((size, size), Image.BILINEAR)),

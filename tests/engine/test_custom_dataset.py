@@ -4,6 +4,7 @@ prepare -> train -> evaluate -> export -> predict -> its results table."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_a_folder_dataset_from_params_alone_trains_evaluates_exports_predicts_an
     results = tmp_path / "results"
     sets = [f"paths.prepared={tmp_path / 'prepared'}", f"paths.cache={tmp_path / 'cache'}", f"paths.results={results}",
             f"paths.tables={tmp_path / 'tables'}", "data.source=real", "data.image_size=64", "train.epochs=1",
-            "train.eval_every=1", "train.num_workers=0"]
+            "train.eval_every=1", "train.num_workers=0", "train.teacher_cache=true", "train.cache_fp16=true"]
     common = ["--params", str(params_file), "--profile", "demo", *(arg for s in sets for arg in ("--set", s))]
     run_dir = results / "mine" / "M1" / "code" / "seed0"
     steps = [
@@ -45,6 +46,12 @@ def test_a_folder_dataset_from_params_alone_trains_evaluates_exports_predicts_an
         done, _ = engine_workspace.run(*step)
         assert done.returncode == 0, f"pdd {step[0]}: {done.stderr[-3000:]}"
     with open(tmp_path / "predicted" / "predictions.csv", newline="") as handle:
-        assert len(list(csv.DictReader(handle))) == 8
+        predicted = {Path(row["input"]).relative_to(root).as_posix(): float(row["score"])
+                     for row in csv.DictReader(handle)}
+    # evaluated through the fp16 teacher cache: the predictor rounds its teacher features the same way
+    images = json.loads((run_dir / "eval" / "epoch_001.json").read_text())["images"]
+    assert json.loads((tmp_path / "model" / "manifest.json").read_text())["teacher_features"] == "float16"
+    assert len(predicted) == len(images["paths"]) == 8
+    assert max(abs(predicted[path] - score) for path, score in zip(images["paths"], images["scores"]["ts"])) <= 1e-6
     table = (tmp_path / "tables" / "mine_results.tex").read_text()
     assert "mine" in table and "M1" in table

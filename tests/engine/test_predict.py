@@ -145,8 +145,9 @@ def test_predict_scores_dicom_and_nifti_and_lists_every_input_it_cannot_score(en
 
     out = tmp_path / "out"
     predicted, _ = engine_workspace.run("predict", "--model", str(bundle), str(inputs), str(empty), "--out", str(out),
-                                        "--window", "brain", "--axis", "2", "--save-maps", "--no-progress")
+                                        "--axis", "2", "--save-maps", "--no-progress")
     assert predicted.returncode == 1, predicted.stderr[-3000:]  # some inputs failed, the rest were scored
+    assert "shown in the brain window (C 40, W 80) the training images used" in predicted.stderr  # HeadCT's
     rows = _rows(out / "predictions.csv")
     assert [(Path(row["input"]).name, row["slice"]) for row in rows] == [
         ("ct.dcm", "0"), ("ct.dcm", "1"), ("head.nii.gz", "0"), ("head.nii.gz", "1"), ("head.nii.gz", "2")]
