@@ -118,6 +118,7 @@ class ModelOptions(_Section):
     low_dim_layers: Annotated[int, Field(ge=0, le=3)] | None = None
     cosine: Literal["global", "local"] | None = None
     detach_targets: bool | None = None
+    layerloss: Literal[1, 2, 4] | None = None  # the official script's --layerloss (docs/model.md)
     alpha: NonNegativeFloat | None = None
     beta: NonNegativeFloat | None = None
     lambda_kr: NonNegativeFloat | None = None
