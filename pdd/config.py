@@ -152,7 +152,7 @@ class TrainParams(_Section):
     eval_every: PositiveInt  # a weights snapshot every N epochs (and at the end): what `pdd evaluate` selects from
     keep_snapshots: Literal["all", "selected"] = "all"  # selected: `pdd evaluate` prunes the unselected ones
     teacher_cache: bool = True
-    cache_fp16: bool = True
+    cache_fp16: bool | None = None  # None: fp32 under fidelity code (its exact numerics), fp16 under paper
     bf16_autocast: bool = False
     deterministic: bool = True
     num_workers: NonNegativeInt = 0
@@ -262,6 +262,15 @@ class Params(_Section):
         `weights/<teacher>` for prepare; a table name, `replication_gap`, `figures` or `explain` for tables.
         """
         return fingerprint_of(self, keys_of(self, target, stage))
+
+    def cache_dtype(self, fidelity: str) -> str:
+        """The teacher cache's storage dtype (a torch dtype name) for runs of `fidelity`.
+
+        `train.cache_fp16: null` stores float32 under `code`, whose promise is the official numerics (fp16
+        moves the students by 1e-3 relative at the first step, docs/model.md), and float16 under `paper`;
+        true or false chooses for both."""
+        fp16 = self.train.cache_fp16
+        return "float16" if (fidelity != "code" if fp16 is None else fp16) else "float32"
 
     def teacher_cache_enabled(self, dataset: str) -> bool:
         own = self.dataset(dataset).teacher_cache

@@ -221,7 +221,7 @@ class RunContext:
     def teacher_cache(self, model: torch.nn.Module) -> TeacherFeatureCache | None:
         if not self.params.teacher_cache_enabled(self.spec.dataset):
             return None
-        dtype = torch.float16 if self.params.train.cache_fp16 else torch.float32
+        dtype = getattr(torch, self.params.cache_dtype(self.spec.fidelity))
         root = Path(self.params.paths.cache) / "teacher_features"
         return TeacherFeatureCache(root, model.teacher_fingerprint(), self.params.data.image_size, dtype)
 
