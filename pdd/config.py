@@ -170,6 +170,9 @@ class EvalParams(_Section):
     scorings: Annotated[list[Scoring], Field(min_length=1)] = ["ts", "ss"]
     aupro_fpr_limit: Annotated[float, Field(gt=0, le=1)] = 0.3
     save_maps: NonNegativeInt = 8
+    # which AUROC picks best_of_test's epoch: every image's (per_image) or the authors' evaluator, which scores
+    # each batch of batch_size by its first image (official_first_image, pdd.engine.selection)
+    selection_scorer: Literal["per_image", "official_first_image"] = "per_image"
 
     @model_validator(mode="after")
     def _unique_scorings(self) -> EvalParams:
