@@ -238,6 +238,7 @@ def evaluate_run(
                 "fingerprints": {"train": identity.train_fingerprint, "evaluate": run.evaluate_fingerprint()},
                 "snapshots_scored": sorted(selection.per_epoch),
                 "params_not_applied": not_applied,
+                "weights_source": record.imported,
             },
         }
         for scoring in scorings:

@@ -88,6 +88,8 @@ class Provenance(_Strict):
     fingerprints: dict[Literal["train", "evaluate"], str] | None = None
     snapshots_scored: list[int] | None = None  # the epochs best_of_test chose from
     params_not_applied: list[str] | None = None  # current keys that differ from the run's and were not applied
+    # weights not trained by pdd (`pdd weights import-official`): who trained them, each file and its sha256
+    weights_source: dict[str, Any] | None = None
 
 
 class MetricsDocument(_Strict):

@@ -72,6 +72,8 @@ class RunRecord:
     device: str
     layout: int = RUN_LAYOUT
     created: str = field(default_factory=utc_now)
+    # weights trained elsewhere (`pdd weights import-official`): who trained them and each file's sha256
+    imported: dict[str, Any] | None = None
 
     @property
     def spec(self) -> RunSpec:
