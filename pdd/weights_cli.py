@@ -30,7 +30,8 @@ def fetch_weights(params: Params, teacher: str) -> Path:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    weights = subparsers.add_parser("weights", help="fetch and verify the teachers' pretrained weights; import the authors' checkpoints")
+    weights = subparsers.add_parser(
+        "weights", help="fetch and verify the teachers' pretrained weights; import the authors' checkpoints")
     actions = weights.add_subparsers(dest="weights_command", required=True)
     fetch = actions.add_parser("fetch", help="download (resuming a partial file) and verify a teacher checkpoint")
     fetch.add_argument("teachers", nargs="*", metavar="TEACHER",
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     official = actions.add_parser(
         "import-official", help="make a pdd run directory of checkpoints the authors' training script saved")
     official.add_argument("files", nargs="+", metavar="FILE",
-                          help="epoch_E_auc=A.pth files of scripts/train_two_twins_ddp.py (or bare decoder state dicts)")
+                          help="epoch_E_auc=A.pth files of scripts/train_two_twins_ddp.py (or decoder state dicts)")
     add_params_arguments(official)
     official.add_argument("--dataset", required=True, help="a name under params data.datasets (its test split)")
     official.add_argument("--variant", default="full", help="a params variant of arch full (default: %(default)s)")
