@@ -4,7 +4,8 @@ Per run: the weights snapshots (`train.eval_every`, `train.keep_snapshots`), the
 that exists while the run trains (weights + Adam's two moments), and per dataset the teacher-feature
 cache (shared by every run with the same teachers, image size and storage dtype, `Params.cache_dtype`:
 fp32 and fp16 runs of one dataset need one cache each). Sizes come from the models' real tensors and one
-teacher forward pass at the configured image size; image counts from the prepared split.csv when it exists, else from the dataset's published protocol (or the synthetic counts).
+teacher forward pass at the configured image size; image counts from the prepared split.csv when it
+exists, else from the dataset's published protocol (or the synthetic counts).
 """
 
 from __future__ import annotations
