@@ -136,6 +136,7 @@ class ModelOptions(_Section):
     low_dim_layers: Annotated[int, Field(ge=0, le=3)] | None = None
     cosine: Literal["global", "local"] | None = None
     detach_targets: bool | None = None
+    layerloss: Literal[1, 2, 4] | None = None  # the official script's --layerloss (docs/model.md)
     alpha: NonNegativeFloat | None = None
     beta: NonNegativeFloat | None = None
     lambda_kr: NonNegativeFloat | None = None
@@ -169,7 +170,7 @@ class TrainParams(_Section):
     eval_every: PositiveInt  # a weights snapshot every N epochs (and at the end): what `pdd evaluate` selects from
     keep_snapshots: Literal["all", "selected"] = "all"  # selected: `pdd evaluate` prunes the unselected ones
     teacher_cache: bool = True
-    cache_fp16: bool = True
+    cache_fp16: bool | None = None  # None: fp32 under fidelity code (its exact numerics), fp16 under paper
     bf16_autocast: bool = False
     deterministic: bool = True
     num_workers: NonNegativeInt = 0
@@ -187,6 +188,9 @@ class EvalParams(_Section):
     scorings: Annotated[list[Scoring], Field(min_length=1)] = ["ts", "ss"]
     aupro_fpr_limit: Annotated[float, Field(gt=0, le=1)] = 0.3
     save_maps: NonNegativeInt = 8
+    # which AUROC picks best_of_test's epoch: every image's (per_image) or the authors' evaluator, which scores
+    # each batch of batch_size by its first image (official_first_image, pdd.engine.selection)
+    selection_scorer: Literal["per_image", "official_first_image"] = "per_image"
 
     @model_validator(mode="after")
     def _unique_scorings(self) -> EvalParams:
@@ -279,6 +283,15 @@ class Params(_Section):
         `weights/<teacher>` for prepare; a table name, `replication_gap`, `figures` or `explain` for tables.
         """
         return fingerprint_of(self, keys_of(self, target, stage))
+
+    def cache_dtype(self, fidelity: str) -> str:
+        """The teacher cache's storage dtype (a torch dtype name) for runs of `fidelity`.
+
+        `train.cache_fp16: null` stores float32 under `code`, whose promise is the official numerics (fp16
+        moves the students by 1e-3 relative at the first step, docs/model.md), and float16 under `paper`;
+        true or false chooses for both."""
+        fp16 = self.train.cache_fp16
+        return "float16" if (fidelity != "code" if fp16 is None else fp16) else "float32"
 
     def teacher_cache_enabled(self, dataset: str) -> bool:
         own = self.dataset(dataset).teacher_cache

@@ -1,4 +1,5 @@
-"""`pdd weights fetch vmamba|wrn50`: the workflow's weights jobs put the teacher files named in params in place.
+"""`pdd weights fetch vmamba|wrn50`: the workflow's weights jobs put the teacher files named in params in place;
+`pdd weights import-official FILE...`: a run directory of the authors' checkpoints (`pdd.engine.import_official`).
 
 Resolution, download (resumable), sha256 checks and the offline instructions are `pdd.models.weights`';
 this module only reads `params.teachers` and adds what params users can change to the messages.
@@ -29,17 +30,43 @@ def fetch_weights(params: Params, teacher: str) -> Path:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    weights = subparsers.add_parser("weights", help="fetch and verify the teachers' pretrained weights")
+    weights = subparsers.add_parser(
+        "weights", help="fetch and verify the teachers' pretrained weights; import the authors' checkpoints")
     actions = weights.add_subparsers(dest="weights_command", required=True)
     fetch = actions.add_parser("fetch", help="download (resuming a partial file) and verify a teacher checkpoint")
     fetch.add_argument("teachers", nargs="*", metavar="TEACHER",
                        help=f"which teachers ({', '.join(TEACHERS)}; default: both)")
     add_params_arguments(fetch)
     fetch.set_defaults(func=_fetch)
+    official = actions.add_parser(
+        "import-official", help="make a pdd run directory of checkpoints the authors' training script saved")
+    official.add_argument("files", nargs="+", metavar="FILE",
+                          help="epoch_E_auc=A.pth files of scripts/train_two_twins_ddp.py (or decoder state dicts)")
+    add_params_arguments(official)
+    official.add_argument("--dataset", required=True, help="a name under params data.datasets (its test split)")
+    official.add_argument("--variant", default="full", help="a params variant of arch full (default: %(default)s)")
+    official.add_argument("--seed", type=int, default=0, help="the run's seed slot (default: %(default)s)")
+    official.add_argument("--epoch", type=int, default=None,
+                          help="the epoch of a single FILE that carries none (no 'epoch' entry, no epoch_E name)")
+    official.add_argument("--out", required=True, metavar="RUN_DIR", help="a new run directory")
+    official.set_defaults(func=_import_official)
 
 
 def _fetch(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     for teacher in args.teachers or TEACHERS:
         print(f"{teacher}: {fetch_weights(params, teacher)} OK")
+    return 0
+
+
+def _import_official(args: argparse.Namespace) -> int:
+    import logging
+
+    from pdd.engine.import_official import import_official
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    directory = import_official(args.files, args.dataset, args.out, params_file=args.params, profile=args.profile,
+                                overrides=args.overrides, variant=args.variant, seed=args.seed, epoch=args.epoch)
+    print(f"imported {len(args.files)} official checkpoint(s) -> {directory.root}; score them with "
+          f"`pdd evaluate --run {directory.root}`")
     return 0

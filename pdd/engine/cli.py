@@ -60,5 +60,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         for selection in ("last", "best_of_test"):
             pooled = results[selection]["pooled"]
             shown = ", ".join(f"{name} {pooled[name]:.4f}" for name in METRIC_NAMES if pooled[name] is not None)
-            print(f"{scoring} {selection} (epoch {results[selection]['epoch']}): {shown}")
+            chosen = results[selection]
+            by = f", selected by {chosen['selected_by']} AUROC" if chosen.get("selected_by") else ""
+            print(f"{scoring} {selection} (epoch {chosen['epoch']}{by}): {shown}")
     return 0

@@ -2,9 +2,10 @@
 
 Per run: the weights snapshots (`train.eval_every`, `train.keep_snapshots`), the one resumable checkpoint
 that exists while the run trains (weights + Adam's two moments), and per dataset the teacher-feature
-cache (shared by every run with the same teachers, image size and storage dtype). Sizes come from the
-models' real tensors and one teacher forward pass at the configured image size; image counts from the
-prepared split.csv when it exists, else from the dataset's published protocol (or the synthetic counts).
+cache (shared by every run with the same teachers, image size and storage dtype, `Params.cache_dtype`:
+fp32 and fp16 runs of one dataset need one cache each). Sizes come from the models' real tensors and one
+teacher forward pass at the configured image size; image counts from the prepared split.csv when it
+exists, else from the dataset's published protocol (or the synthetic counts).
 """
 
 from __future__ import annotations
@@ -93,13 +94,13 @@ def plan_disk(params: Params, runs: list[RunSpec]) -> DiskPlan:
         kept = written if params.train.keep_snapshots == "all" else min(written, 1 + len(scorings))
         plan.runs.append(RunDisk(run, state_bytes + SNAPSHOT_OVERHEAD_PER_TENSOR * tensors, written, kept,
                                  state_bytes + 2 * parameter_bytes + CHECKPOINT_OVERHEAD_PER_TENSOR * tensors * 3))
-    seen: set[tuple[str, str]] = set()
-    dtype = torch.float16 if params.train.cache_fp16 else torch.float32
+    seen: set[tuple[str, str, str]] = set()
     for run in runs:
         family = "wrn50" if params.variant(run.variant).arch in ("M1", "M2") else "wrn50+vmamba"
-        if (run.dataset, family) in seen or not params.teacher_cache_enabled(run.dataset):
+        dtype = getattr(torch, params.cache_dtype(run.fidelity))  # one cache per storage dtype
+        if (run.dataset, family, str(dtype)) in seen or not params.teacher_cache_enabled(run.dataset):
             continue
-        seen.add((run.dataset, family))
+        seen.add((run.dataset, family, str(dtype)))
         per_image = _feature_elements(params.variant(run.variant).arch, params.data.image_size) * dtype.itemsize
         plan.caches.append(CacheDisk(run.dataset, family, dataset_images(params, run.dataset),
                                      per_image + CACHE_OVERHEAD_PER_ENTRY, str(dtype).removeprefix("torch.")))
@@ -163,15 +164,15 @@ def human(n_bytes: float) -> str:
 
 def format_disk_plan(plan: DiskPlan, params: Params) -> str:
     lines = [f"# disk plan, profile {params.profile}: train.eval_every {params.train.eval_every}, "
-             f"train.keep_snapshots {params.train.keep_snapshots}, teacher cache "
-             f"{'fp16' if params.train.cache_fp16 else 'fp32'} at {params.data.image_size}px", "",
+             f"train.keep_snapshots {params.train.keep_snapshots}, teacher cache at {params.data.image_size}px "
+             f"(train.cache_fp16 {params.train.cache_fp16}: see each cache's dtype)", "",
              f"{'run':48} {'snapshot':>10} {'written':>8} {'kept':>5} {'kept bytes':>11} {'while training':>15}"]
     for run in plan.runs:
         lines.append(f"{run.run.id:48} {human(run.snapshot_bytes):>10} {run.snapshots_written:>8} "
                      f"{run.snapshots_kept_at_most:>5} {human(run.kept_bytes):>11} {human(run.checkpoint_bytes):>15}")
-    lines += ["", f"{'teacher cache':48} {'images':>10} {'per image':>10} {'total':>11}"]
+    lines += ["", f"{'teacher cache':48} {'images':>10} {'dtype':>8} {'per image':>10} {'total':>11}"]
     for cache in plan.caches:
-        lines.append(f"{cache.dataset + ' (' + cache.teachers + ')':48} {cache.images:>10} "
+        lines.append(f"{cache.dataset + ' (' + cache.teachers + ')':48} {cache.images:>10} {cache.dtype:>8} "
                      f"{human(cache.bytes_per_image):>10} {human(cache.total):>11}")
     lines += ["",
               f"snapshots kept after evaluation: {human(plan.snapshots_total)}",

@@ -2,7 +2,9 @@
 
 Every test image gets its own score (batch size never changes a metric). `metrics.json` reports
 both the final epoch (`last`) and the best of the per-epoch evaluations (`best_of_test`): the
-latter selects on the test set, as the authors did, and is labelled as such.
+latter selects on the test set, as the authors did, and is labelled as such. Which AUROC ranks the
+epochs is `eval.selection_scorer` (`pdd.engine.selection`); `best_of_test_by` holds the epoch each
+scorer selects, so that both selections can be shown side by side.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pdd.engine.results import (
 )
 from pdd.engine.checkpoint import load_checkpoint, load_snapshot
 from pdd.engine.rundir import RunDir
+from pdd.engine.selection import SELECTION_SCORERS, best_epoch, official_first_image_auroc
 from pdd.engine.teacher_cache import TeacherFeatureCache
 from pdd.errors import DataError, PDDError, WeightsError
 from pdd.io import atomic_path, atomic_write_text
@@ -144,14 +147,9 @@ def _record(
 
 
 def select_best_of_test(per_epoch: dict[int, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
-    """The evaluation with the highest pooled image AUROC (earliest on ties): the authors' selection."""
-
-    def auroc(item: tuple[int, dict[str, Any]]) -> float:
-        value = item[1]["pooled"]["image_AUROC"]
-        return -1.0 if value is None else value
-
-    ordered = sorted(per_epoch.items())
-    return max(ordered, key=auroc)
+    """The evaluation with the highest pooled image AUROC (earliest on ties): the `per_image` selection."""
+    epoch = best_epoch({epoch: m["pooled"]["image_AUROC"] for epoch, m in per_epoch.items()})
+    return epoch, per_epoch[epoch]
 
 
 def write_scores_csv(path: Path, scored: ScoredTestSet, scoring: str) -> None:
@@ -228,7 +226,7 @@ def evaluate_run(
                 "fidelity": record.fidelity, "seed": record.seed, "profile": record.profile,
                 "image_size": record.image_size, "epochs": record.epochs, "demo": record.demo,
             },
-            "metrics": selection.labelled(),
+            "metrics": selection.labelled(params.eval.selection_scorer, params.eval.batch_size),
             "provenance": {
                 "git_commit": record.git_commit, "git_dirty": record.git_dirty,
                 "params_sha256": record.params_sha256, "split_sha256": identity.split_sha256,
@@ -242,6 +240,7 @@ def evaluate_run(
                 "params_not_applied": not_applied,
                 "evaluation": {"eval": params.eval.model_dump(mode="json"),
                                "teacher_features": run.teacher_feature_dtype()},
+                "weights_source": record.imported,
             },
         }
         for scoring in scorings:
@@ -286,20 +285,31 @@ def _check_identity(directory: RunDir, record: runs.RunRecord, identity: runs.Ru
 
 @dataclass
 class _Selection:
-    """The metrics of every scored snapshot and the final snapshot's full results."""
+    """The metrics and per-image scores of every scored snapshot and the final snapshot's full results."""
 
     per_epoch: dict[int, dict[str, dict]]
+    images: dict[int, dict[str, Any]]  # per epoch: paths, labels, scores per scoring (split order)
     final_epoch: int
     final: ScoredTestSet
 
-    def labelled(self) -> dict[str, dict]:
-        """`last` and `best_of_test` per scoring, all from evaluations made under the same settings."""
+    def labelled(self, selection_scorer: str, batch_size: int) -> dict[str, dict]:
+        """`last`, `best_of_test` (selected by `selection_scorer`) and `best_of_test_by` every scorer, per
+        scoring, all from evaluations made under the same settings; the metrics are always per image."""
         results = {}
         for scoring, metrics in self.per_epoch[self.final_epoch].items():
-            candidates = {epoch: m[scoring] for epoch, m in self.per_epoch.items()}
-            best_epoch, best = select_best_of_test(candidates)
+            criteria = {
+                "per_image": {epoch: m[scoring]["pooled"]["image_AUROC"] for epoch, m in self.per_epoch.items()},
+                "official_first_image": {
+                    epoch: official_first_image_auroc(images["labels"], images["scores"][scoring], batch_size)
+                    for epoch, images in self.images.items()},
+            }
+            selections = {}
+            for scorer in SELECTION_SCORERS:
+                epoch = best_epoch(criteria[scorer])
+                selections[scorer] = {"epoch": epoch, **self.per_epoch[epoch][scoring], "selected_by": scorer,
+                                      "selection_AUROC": criteria[scorer][epoch]}
             results[scoring] = {"last": {"epoch": self.final_epoch, **metrics},
-                                "best_of_test": {"epoch": best_epoch, **best}}
+                                "best_of_test": selections[selection_scorer], "best_of_test_by": selections}
         return results
 
 
@@ -317,12 +327,13 @@ class _SnapshotScorer:
     def score_all(self, final_epoch: int) -> _Selection:
         epochs = self.run.dir.snapshot_epochs()
         per_epoch: dict[int, dict[str, dict]] = {}
+        images: dict[int, dict[str, Any]] = {}
         for epoch in (epoch for epoch in epochs if epoch < final_epoch):
-            per_epoch[epoch] = self._reused(epoch) or self._scored(epoch, 0)[0]
-        per_epoch[final_epoch], final = self._scored(final_epoch, self.run.params.eval.save_maps)
-        return _Selection(per_epoch, final_epoch, final)
+            per_epoch[epoch], images[epoch] = self._reused(epoch) or self._scored(epoch, 0)[::2]
+        per_epoch[final_epoch], final, images[final_epoch] = self._scored(final_epoch, self.run.params.eval.save_maps)
+        return _Selection(per_epoch, images, final_epoch, final)
 
-    def _reused(self, epoch: int) -> dict[str, dict] | None:
+    def _reused(self, epoch: int) -> tuple[dict[str, dict], dict[str, Any]] | None:
         path = self.run.dir.epoch_evaluation(epoch)
         if not path.is_file():
             return None
@@ -331,9 +342,9 @@ class _SnapshotScorer:
                 or document.get("images") is None):
             return None
         log.info("epoch %d: reusing %s (scored under the same settings)", epoch, path)
-        return document["metrics"]
+        return document["metrics"], document["images"]
 
-    def _scored(self, epoch: int, n_examples: int) -> tuple[dict[str, dict], ScoredTestSet]:
+    def _scored(self, epoch: int, n_examples: int) -> tuple[dict[str, dict], ScoredTestSet, dict[str, Any]]:
         path = self.run.dir.snapshot(epoch)
         state, metadata = load_snapshot(path, self.device)
         if metadata.get("train_fingerprint") != self.evaluated_with["train"] or metadata.get("epoch") != str(epoch):
@@ -348,12 +359,12 @@ class _SnapshotScorer:
             "epoch": epoch, "metrics": metrics, "images": images, "evaluated_with": self.evaluated_with})
         summary = ", ".join(f"{s} image AUROC {m['pooled']['image_AUROC']}" for s, m in metrics.items())
         log.info("epoch %d: %s", epoch, summary)
-        return metrics, scored
+        return metrics, scored, images
 
 
 def _prune_unselected(directory: RunDir, metrics: dict[str, dict]) -> list[Path]:
-    """Delete the snapshots that neither `last` nor `best_of_test` of any scoring selected."""
-    kept = {entry["epoch"] for results in metrics.values() for entry in results.values()}
+    """Delete the snapshots that neither `last` nor (the reported) `best_of_test` of any scoring selected."""
+    kept = {results[name]["epoch"] for results in metrics.values() for name in ("last", "best_of_test")}
     pruned = [directory.snapshot(epoch) for epoch in directory.snapshot_epochs() if epoch not in kept]
     for path in pruned:
         path.unlink()

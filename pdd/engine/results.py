@@ -47,9 +47,19 @@ class Evaluation(ClassMetrics):
     epoch: int = Field(ge=0)
 
 
+class SelectedEvaluation(Evaluation):
+    """An epoch chosen on the test set; its metrics are per image whatever chose it."""
+
+    # absent in files of earlier pdd versions, which always selected by `per_image`
+    selected_by: Literal["per_image", "official_first_image"] | None = None
+    selection_AUROC: MetricValue = None  # the value the scorer maximised (official: rounded to 4 decimals)
+
+
 class ScoringResults(_Strict):
     last: Evaluation
-    best_of_test: Evaluation
+    best_of_test: SelectedEvaluation  # selected by eval.selection_scorer
+    # the epoch every selection scorer picks, for side-by-side reports (absent in earlier files)
+    best_of_test_by: dict[Literal["per_image", "official_first_image"], SelectedEvaluation] | None = None
 
 
 class RunInfo(_Strict):
@@ -81,6 +91,8 @@ class Provenance(_Strict):
     # the eval.* settings applied and the precision of the teacher features scored: what `pdd export`
     # hands a predictor so that it reproduces these scores
     evaluation: dict[str, Any] | None = None
+    # weights not trained by pdd (`pdd weights import-official`): who trained them, each file and its sha256
+    weights_source: dict[str, Any] | None = None
 
 
 class MetricsDocument(_Strict):

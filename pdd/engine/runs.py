@@ -72,6 +72,8 @@ class RunRecord:
     device: str
     layout: int = RUN_LAYOUT
     created: str = field(default_factory=utc_now)
+    # weights trained elsewhere (`pdd weights import-official`): who trained them and each file's sha256
+    imported: dict[str, Any] | None = None
 
     @property
     def spec(self) -> RunSpec:
@@ -220,8 +222,8 @@ class RunContext:
 
     def teacher_feature_dtype(self) -> str:
         """The precision the students see teacher features in: the cache's storage type, or float32 live."""
-        if self.params.teacher_cache_enabled(self.spec.dataset) and self.params.train.cache_fp16:
-            return "float16"
+        if self.params.teacher_cache_enabled(self.spec.dataset):
+            return self.params.cache_dtype(self.spec.fidelity)
         return "float32"
 
     def teacher_cache(self, model: torch.nn.Module) -> TeacherFeatureCache | None:

@@ -203,7 +203,9 @@ def _manifest(record: Any, trained: Any, evaluation: dict[str, Any], selection: 
                 "fidelity": record.fidelity, "seed": record.seed, "demo": record.demo, "epochs": record.epochs,
                 "git_commit": record.git_commit, "git_dirty": record.git_dirty,
                 "params_sha256": record.params_sha256, "train_fingerprint": identity.train_fingerprint,
-                "split_sha256": identity.split_sha256, "evaluated": document["provenance"]["created"]},
+                "split_sha256": identity.split_sha256, "evaluated": document["provenance"]["created"],
+                # set for weights trained elsewhere (`pdd weights import-official`): who, and each file's sha256
+                "weights_source": document["provenance"].get("weights_source")},
         "model": {"arch": record.arch, "fidelity": record.fidelity, "options": options, "scoring": scoring},
         "input": {"image_size": record.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                   "preprocessing": "pdd.data.images.read_image, RGB, PIL bilinear resize to image_size², "

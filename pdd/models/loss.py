@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pdd.models.options import Cosine, PDDOptions
+from pdd.models.options import Cosine, LayerLoss, PDDOptions
 
 Levels = Sequence[torch.Tensor]
 
@@ -73,6 +73,13 @@ def diversity_loss(
     return total
 
 
+def unthresholded_diversity_loss(students_a: Levels, students_b: Levels, cosine: Cosine | str) -> torch.Tensor:
+    """The official `--layerloss 2` diversity term: sum over levels of the batch mean of cos(SA, SB), with no
+    threshold, so it always pushes the students apart (and is negative once they point away from each other).
+    At 1/16 the shared decoder makes the cosine exactly 1 (SA16 = SB16): a constant with no gradient."""
+    return sum(sample_cosine(a, b, cosine).mean() for a, b in zip(students_a, students_b, strict=True))
+
+
 def reverse_distillation_loss(students: Levels, targets: Levels, cosine: Cosine | str) -> torch.Tensor:
     """RD4AD's loss: sum over levels of the batch mean of 1 - cos (per position and averaged with `local`,
     as in the RD4AD paper eq. 3; over the flattened map with `global`, as in its released code)."""
@@ -84,6 +91,8 @@ class PDDLoss(nn.Module):
 
     `students` maps a path (`prior` / `plain`) to its three maps. With one student (M1-M4) only that student's
     term is present: L_kr for the plain path, L_prp for the prior path, RD4AD's loss (named L_kr) for M1/M2.
+    The official `--layerloss` modes (`options.layerloss`): 1 keeps only L_prp's MSE, 2 replaces L_div by
+    `unthresholded_diversity_loss`.
     """
 
     def __init__(self, options: PDDOptions) -> None:
@@ -98,6 +107,9 @@ class PDDLoss(nn.Module):
         if not o.variant.uses_vmamba:
             (path,) = students
             terms["L_kr"] = reverse_distillation_loss(students[path], targets, o.cosine)
+        elif o.layerloss is LayerLoss.PRIOR_MSE:
+            # both paths ran (BN statistics, anomaly map); only the prior path's MSE is minimised
+            terms["L_prp"] = o.alpha * knowledge_reconstruction_loss(students["prior"], targets)
         else:
             if "plain" in students:
                 terms["L_kr"] = knowledge_reconstruction_loss(students["plain"], targets)
@@ -105,7 +117,9 @@ class PDDLoss(nn.Module):
                 terms["L_prp"] = prior_reconstruction_loss(
                     students["prior"], targets, o.alpha, o.beta, o.cosine, o.prp_cos_sign
                 )
-            if len(students) == 2:
+            if len(students) == 2 and o.layerloss is LayerLoss.UNTHRESHOLDED_DIVERSITY:
+                terms["L_div"] = unthresholded_diversity_loss(students["prior"], students["plain"], o.cosine)
+            elif len(students) == 2:
                 terms["L_div"] = diversity_loss(
                     students["prior"], students["plain"], o.tau_low, o.tau_high, o.low_dim_layers, o.cosine
                 )

@@ -54,6 +54,18 @@ class Cosine(str, enum.Enum):
     LOCAL = "local"  # channel cosine at every position, averaged over positions (paper, RD4AD paper eq. 3)
 
 
+class LayerLoss(int, enum.Enum):
+    """The objective, named after the official script's `--layerloss` switch (`train_two_twins_ddp.py`).
+
+    Every mode trains the same two-path model: both student paths run, update their BN statistics and enter
+    the anomaly map; only what is minimised differs.
+    """
+
+    FINAL = 4  # the released default: lambda_kr*L_kr + lambda_prp*L_prp + lambda_div*(hinged L_div)
+    PRIOR_MSE = 1  # "abluation 1": lambda_prp * alpha * sum_l MSE(SA_l, T_l) alone, the plain path untrained
+    UNTHRESHOLDED_DIVERSITY = 2  # as FINAL, but L_div = sum_l cos(SA_l, SB_l), no thresholds
+
+
 @dataclass(frozen=True)
 class PDDOptions:
     """Everything `build_pdd` needs; build it with `PDDOptions.resolve`, which fills in fidelity defaults."""
@@ -68,6 +80,7 @@ class PDDOptions:
     low_dim_layers: int = 1
     cosine: Cosine = Cosine.GLOBAL
     detach_targets: bool = False
+    layerloss: LayerLoss = LayerLoss.FINAL  # the official script's `--layerloss` modes 4, 1 and 2
     # --- loss weights: total = lambda_kr*L_kr + lambda_prp*L_prp + lambda_div*L_div,
     #     L_prp = sum_l alpha*MSE + beta*cos-term; the code's 0.02*MSE + 0.05*cos is lambda_prp=0.02, alpha=1, beta=2.5
     alpha: float = 1.0
@@ -101,6 +114,8 @@ class PDDOptions:
         values.update(overrides)
         if "cosine" in values:
             values["cosine"] = _enum_value(Cosine, values["cosine"], "cosine")
+        if "layerloss" in values:
+            values["layerloss"] = _enum_value(LayerLoss, values["layerloss"], "layerloss")
         for key in ("vmamba_depths", "vmamba_dims"):
             if key in values:
                 values[key] = tuple(int(v) for v in values[key])
@@ -117,6 +132,9 @@ class PDDOptions:
             raise ConfigError(f"low_dim_layers must be in 0..3 (there are 3 levels), got {self.low_dim_layers}")
         if len(self.vmamba_depths) != 4 or len(self.vmamba_dims) != 4:
             raise ConfigError("vmamba_depths and vmamba_dims need 4 entries each, one per VMamba stage")
+        if self.layerloss is not LayerLoss.FINAL and self.variant is not Variant.FULL:
+            raise ConfigError(f"layerloss {self.layerloss.value} is a mode of the official two-student model: it "
+                              f"needs variant 'full', got {self.variant.value!r}")
         if self.map_sigma <= 0:
             raise ConfigError(f"map_sigma must be > 0, got {self.map_sigma}")
         for name in ("alpha", "beta", "lambda_kr", "lambda_prp", "lambda_div"):

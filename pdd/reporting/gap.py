@@ -1,7 +1,9 @@
 """The replication gap: every reproduced number beside the published one, Δ, and a tolerance flag.
 
 Written as LaTeX and Markdown (`replication_gap.{tex,md}`) from the same cells the tables show, so
-the gap table can never disagree with Tables 1-5.
+the gap table can never disagree with Tables 1-5. The Markdown also puts the two `best_of_test`
+selections side by side (pdd's per-image AUROC vs the authors' first-image-of-batch evaluator,
+`pdd.engine.selection`) for every run whose metrics.json records both.
 """
 
 from __future__ import annotations
@@ -47,6 +49,43 @@ def gap_rows(tables: Sequence[BuiltTable], tolerance: float) -> list[GapRow]:
     return rows
 
 
+@dataclass(frozen=True)
+class SelectionRow:
+    """One run and scoring: the epoch each selection scorer picks, and pdd's per-image AUROC there (%)."""
+
+    run: str
+    scoring: str
+    per_image_epoch: int
+    per_image_auroc: float | None
+    official_epoch: int
+    official_criterion: float | None  # the authors' first-image AUROC that selected it
+    official_auroc: float | None  # pdd's per-image AUROC of that epoch
+
+    @property
+    def differ(self) -> bool:
+        return self.per_image_epoch != self.official_epoch
+
+
+def selection_rows(runs: Sequence[Run]) -> list[SelectionRow]:
+    """Both `best_of_test` selections of every run whose metrics.json records them (`best_of_test_by`)."""
+
+    def percent(value: float | None) -> float | None:
+        return None if value is None else 100.0 * value
+
+    rows = []
+    for run in runs:
+        for scoring, results in sorted(run.data["metrics"].items()):
+            by = results.get("best_of_test_by")
+            if not by:
+                continue
+            ours, official = by["per_image"], by["official_first_image"]
+            rows.append(SelectionRow(
+                run.key.id, scoring, ours["epoch"],
+                percent(ours["pooled"]["image_AUROC"]), official["epoch"], percent(official["selection_AUROC"]),
+                percent(official["pooled"]["image_AUROC"])))
+    return rows
+
+
 def render_gap(tables: Sequence[BuiltTable], results_root: Path, settings: ReportSettings) -> dict[str, str]:
     """{'tex': ..., 'md': ...} for the gap table of the paper's tables among `tables`.
 
@@ -63,6 +102,7 @@ def render_gap(tables: Sequence[BuiltTable], results_root: Path, settings: Repor
         tables=[table.name for table in tables],
     )
     ordered_runs = sorted(runs.values(), key=lambda run: run.path)
+    context["selections"] = selection_rows(ordered_runs)
     return {
         ext: render(f"{GAP_STEM}.{ext}.j2", None, results_root, settings, runs=ordered_runs, **context)
         for ext in ("tex", "md")

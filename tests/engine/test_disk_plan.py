@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from pdd.config import RunSpec
 from pdd.engine.disk import plan_disk
@@ -62,3 +63,23 @@ def test_plan_disk_on_the_command_line_prints_per_run_and_total_figures(repo_roo
                               capture_output=True, text=True, timeout=600)
     assert selected.returncode == 0 and "brainmri (wrn50+vmamba)" not in selected.stdout
     assert "after the plan completes" in selected.stdout
+
+
+def test_the_cache_dtype_follows_the_fidelity_unless_set_and_the_plan_counts_each(engine_workspace, tmp_path):
+    """`train.cache_fp16: null`: exact fp32 features under `code`, fp16 under `paper`; training, evaluation
+    and the disk plan read the one resolver."""
+    from pdd.engine.disk import CACHE_OVERHEAD_PER_ENTRY
+    from pdd.engine.rundir import RunDir
+    from pdd.engine.runs import RunContext
+
+    paper = RunSpec("headct", "full", "paper", 0)
+    params = engine_workspace.params("data.image_size=32", "train.cache_fp16=null", f"paths.cache={tmp_path}")
+    plan = plan_disk(params, [SPEC, paper])
+    caches = {cache.dtype: cache.bytes_per_image - CACHE_OVERHEAD_PER_ENTRY for cache in plan.caches}
+    assert caches.keys() == {"float32", "float16"} and caches["float32"] == 2 * caches["float16"]
+    context = RunContext(params, SPEC, RunDir(tmp_path / "run"))
+    assert context.teacher_cache(context.build_model()).dtype == torch.float32
+
+    explicit = engine_workspace.params("data.image_size=32", "train.cache_fp16=true", f"paths.cache={tmp_path}")
+    assert [cache.dtype for cache in plan_disk(explicit, [SPEC, paper]).caches] == ["float16"]
+    assert explicit.cache_dtype("code") == "float16"

@@ -16,6 +16,7 @@ from pdd.models.loss import (
     reverse_distillation_loss,
     sample_cosine,
 )
+from pdd.errors import ConfigError
 from pdd.models.options import PDDOptions
 
 
@@ -171,3 +172,44 @@ def test_detach_targets_stops_target_gradients(levels):
         assert all((t.grad is None) == detach for t in targets)
         for t in targets:
             t.grad = None
+
+
+def _official_mode_case() -> tuple[dict[str, list[torch.Tensor]], list[torch.Tensor]]:
+    """Three 1x2x1x1 levels: prior SA, plain SB and targets T, with hand-computable MSEs and cosines."""
+    def level(*vectors):
+        return [torch.tensor(v).view(1, 2, 1, 1) for v in vectors]
+
+    prior = level([1.0, 0.0], [0.0, 2.0], [3.0, 4.0])
+    plain = level([-1.0, 0.0], [0.0, 3.0], [3.0, 4.0])
+    targets = level([1.0, 1.0], [0.0, 1.0], [0.0, 4.0])
+    return {"prior": prior, "plain": plain}, targets
+
+
+def test_official_layerloss_1_is_the_prior_students_mse_alone():
+    students, targets = _official_mode_case()
+    terms = PDDLoss(PDDOptions.resolve("full", "code", layerloss=1))(students, targets)
+    # MSE(SA, T) per level: (0 + 1)/2, (0 + 1)/2, (9 + 0)/2
+    assert set(terms) == {"L_prp", "total"}
+    assert terms["L_prp"].item() == pytest.approx(5.5)
+    assert terms["total"].item() == pytest.approx(0.02 * 5.5)
+
+
+def test_official_layerloss_2_penalises_the_students_cosine_without_thresholds():
+    students, targets = _official_mode_case()
+    terms = PDDLoss(PDDOptions.resolve("full", "code", layerloss=2))(students, targets)
+    # cos(SA, SB) per level: -1, 1, 1 (the 1/16 pair is identical, as with the shared decoder)
+    assert terms["L_div"].item() == pytest.approx(1.0)
+    # L_kr = MSE(SB, T): (4 + 1)/2 + (0 + 4)/2 + 9/2; L_prp = MSE(SA, T) + 2.5 cos(SA, T) with cos 1/sqrt(2), 1, 0.8
+    assert terms["L_kr"].item() == pytest.approx(9.0)
+    assert terms["L_prp"].item() == pytest.approx(5.5 + 2.5 * (1 / math.sqrt(2) + 1.0 + 0.8))
+    assert terms["total"].item() == pytest.approx(0.02 * 9.0 + 0.02 * 11.767767 + 0.5 * 1.0)
+    # the released default hinges the same cosines at 0.75 (level 1/4) and 0.30 (the others): nothing to pay
+    final = PDDLoss(PDDOptions.resolve("full", "code"))(students, targets)
+    assert final["L_div"].item() == 0.0 and final["L_kr"].item() == terms["L_kr"].item()
+
+
+def test_official_layerloss_modes_need_the_two_student_model():
+    with pytest.raises(ConfigError, match="needs variant 'full'"):
+        PDDOptions.resolve("M4", "code", layerloss=1)
+    with pytest.raises(ConfigError, match="layerloss must be one of"):
+        PDDOptions.resolve("full", "code", layerloss=3)  # crashes in the official script (outputs[9:12])

@@ -176,3 +176,22 @@ def test_pdd_tables_renders_the_tables_of_the_plan_only(fixture_results, repo_ro
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["replication_gap.md", "replication_gap.tex",
                                                                         "table1.tex"]
     assert "Every reproduced number of table1 beside" in (tmp_path / "tables" / "replication_gap.md").read_text()
+
+
+def test_gap_report_puts_both_best_of_test_selections_side_by_side(results_copy, settings):
+    """A run whose metrics.json records the epoch each selection scorer picks gets a row; the others none."""
+    path = results_copy / "headct" / "full" / "code" / "seed0" / "metrics.json"
+    document = json.loads(path.read_text())
+    ts = document["metrics"]["ts"]
+    ours = {**ts["best_of_test"], "selected_by": "per_image",
+            "selection_AUROC": ts["best_of_test"]["pooled"]["image_AUROC"]}
+    official = {**ts["last"], "selected_by": "official_first_image", "selection_AUROC": 0.975}
+    ts["best_of_test_by"] = {"per_image": ours, "official_first_image": official}
+    path.write_text(json.dumps(document))
+    index = ResultsIndex.scan(results_copy)
+    markdown = render_gap([build_table(name, index, settings) for name in TABLES], results_copy, settings)["md"]
+    rows = [line for line in markdown.splitlines() if line.startswith("| headct/full/code/seed0 |")]
+    same = "yes" if ours["epoch"] == official["epoch"] else "**no**"
+    assert rows == [f"| headct/full/code/seed0 | ts | {ours['epoch']} | {100 * ours['pooled']['image_AUROC']:.2f} "
+                    f"| {official['epoch']} | 97.50 | {100 * official['pooled']['image_AUROC']:.2f} | {same} |"]
+    assert "## Model selection" in markdown
