@@ -64,3 +64,9 @@ def test_official_checkpoints_import_and_evaluate_with_the_authors_selection(eng
     # the reported metrics are the per-image ones of the epoch the authors' protocol selected
     per_epoch = json.loads((run_dir / "eval" / f"epoch_{best['epoch']:03d}.json").read_text())
     assert best["pooled"] == per_epoch["metrics"]["ts"]["pooled"]
+
+    # an imported run is a model like any other: exported, its bundle says who trained the weights
+    exported, _ = engine_workspace.run("export", "--run", str(run_dir), "--out", str(tmp_path / "model"))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert manifest["run"]["weights_source"] == source and manifest["selection"]["epoch"] == best["epoch"]
