@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,11 +31,6 @@ from pdd.errors import PDDError
 from pdd.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
-
-# Fault injection for the resume tests: the process dies (no cleanup) right after this epoch's checkpoint.
-CRASH_AFTER_EPOCH_ENV = "PDD_CRASH_AFTER_EPOCH"
-CRASH_EXIT_CODE = 75
-
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -224,8 +218,6 @@ class _Trainer:
                 if self.context.is_main:
                     self._save()
                 self.context.barrier()
-                if os.environ.get(CRASH_AFTER_EPOCH_ENV) == str(self.epoch):
-                    os._exit(CRASH_EXIT_CODE)
         finally:
             bar.close()
             if live is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
+from pathlib import Path
 
 import filelock
 import numpy as np
@@ -14,8 +16,10 @@ import torch
 from pdd.config import RunSpec
 from pdd.engine.checkpoint import load_checkpoint, load_snapshot
 from pdd.engine.results import read_metrics
-from pdd.engine.train import CRASH_AFTER_EPOCH_ENV, CRASH_EXIT_CODE, train_run
+from pdd.engine.train import train_run
 from pdd.errors import PDDError
+
+FAULTS_DIR = Path(__file__).resolve().parents[1] / "reliability" / "faults"  # sitecustomize: the fault injector
 
 pytestmark = pytest.mark.slow
 SPEC = RunSpec("headct", "full", "code", 0)
@@ -76,8 +80,12 @@ def test_train_and_evaluate_write_a_valid_run(baseline_run, engine_workspace):
 
 def test_resume_after_a_crash_ends_like_an_uninterrupted_run(baseline_run, engine_workspace):
     run_dir = engine_workspace.root / "crashed"
-    crashed, _ = engine_workspace.run(*engine_workspace.train_args(run_dir), env={CRASH_AFTER_EPOCH_ENV: "1"})
-    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr[-3000:]
+    # the process dies with no cleanup when it starts writing epoch 2's snapshot (tests/reliability's injector)
+    faults = [{"at": "open", "match": "epoch_002.safetensors", "writing": True, "nth": 1, "do": "exit", "code": 75}]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(FAULTS_DIR), os.environ.get("PYTHONPATH")])),
+           "PDD_TEST_FAULTS": json.dumps(faults)}
+    crashed, _ = engine_workspace.run(*engine_workspace.train_args(run_dir), env=env)
+    assert crashed.returncode == 75, crashed.stderr[-3000:]
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 1
 
     unfinished, _ = engine_workspace.run(*engine_workspace.evaluate_args(run_dir))

@@ -34,7 +34,8 @@ def expected_owner(key: str, params) -> Stage | None:
     if part[0] == "data" and part[1] == "synthetic":
         return PREPARE if params.data.source == "synthetic" else None
     if part[:2] == ["data", "datasets"]:
-        return {"seed": PREPARE, "classes": TRAIN, "teacher_cache": TRAIN}[part[-1]]
+        folder = dict.fromkeys(("kind", "root", "layout", "csv", "normal_test_fraction"), PREPARE)  # where, and how split
+        return {"seed": PREPARE, "classes": TRAIN, "teacher_cache": TRAIN, **folder}[part[-1]]
     if part[0] == "teachers" and part[-1] in ("url", "sha256"):
         return PREPARE
     if part[0] in ("model", "variants", "train"):

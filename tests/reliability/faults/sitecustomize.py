@@ -9,7 +9,8 @@ renamed), so the code under test runs unmodified. Each fault is a dict:
 * ``match``: a substring of the path; ``nth``: which matching event fires (1 = the first);
 * ``do``: ``"pause"`` writes this process id to ``$PDD_TEST_FAULT_MARKER`` and sleeps, so the test
   can kill -9 the process exactly there; ``"enospc"`` makes that event and every later matching one
-  fail with ENOSPC, as a disk that stays full would.
+  fail with ENOSPC, as a disk that stays full would; ``"exit"`` ends the process there at once with
+  ``code`` (``os._exit``: no cleanup, no finally blocks, as a killed job).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def _hook(event: str, args: tuple) -> None:
         _SEEN[index] += 1
         if _SEEN[index] == fault["nth"] and fault["do"] == "pause":
             _pause()
+        if _SEEN[index] == fault["nth"] and fault["do"] == "exit":
+            os._exit(fault["code"])
         if _SEEN[index] >= fault["nth"] and fault["do"] == "enospc":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
 
