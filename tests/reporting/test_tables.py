@@ -14,9 +14,10 @@ import pytest
 from pdd.config import load_params
 from pdd.errors import DataError, PDDError
 from pdd.reporting.gap import render_gap
-from pdd.reporting.published import table5_arms
+from pdd.reporting.arms import table_arms
+from pdd.reporting.latex import rank_styles
 from pdd.reporting.results import ResultsIndex
-from pdd.reporting.tables import DEMO_BANNER, TABLES, ReportSettings, build_table, rank_styles, render_table
+from pdd.reporting.tables import DEMO_BANNER, TABLES, ReportSettings, build_table, render_table
 
 from .conftest import PAPER_TAU_ARMS, assert_golden
 
@@ -139,7 +140,8 @@ def test_params_define_every_table5_arm_of_the_paper(repo_root):
     params = load_params(repo_root / "params.yaml")
     settings = ReportSettings.from_params(params)
     assert settings.selection == params.reporting.selection
-    assert [(a.dataset, a.tau_low, a.tau_high) for a in settings.table5_arms] == table5_arms()
+    assert [(a.dataset, a.tau_low, a.tau_high) for a in settings.table5_arms] == [
+        (arm.dataset, arm.options["tau_low"], arm.options["tau_high"]) for arm in table_arms("table5")]
     assert settings.table5_arms == PAPER_TAU_ARMS
 
 
