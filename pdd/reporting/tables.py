@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 from pdd.errors import ConfigError
 from pdd.reporting.arms import components, table_arms
 from pdd.reporting.latex import format_measured, format_value, ranked_rows, styled_cells, template_environment
-from pdd.reporting.published import OURS, methods, published, published_tables, tau_column
+from pdd.reporting.published import OURS, methods, published, tau_column
 from pdd.reporting.results import Measured, ResultsIndex, Run, metric_key
 
 DEMO_BANNER = "DEMO — synthetic data, random-init teachers: not the paper's numbers"
@@ -281,10 +281,7 @@ def build_table5(reader: _CellReader) -> BuiltTable:
 
 def _published_or_none(table: str, row: str, column: str, metric: str) -> float | None:
     """A τ arm the paper did not report has no published value: shown as '--', not compared."""
-    spec = published_tables()[table]
-    present = any(
-        arm["dataset"] == row and tau_column(arm["tau_low"], arm["tau_high"]) == column for arm in spec["columns"]
-    )
+    present = any(arm.row == row and arm.column == column for arm in table_arms(table))
     return published(table, row, column, metric) if present else None
 
 
