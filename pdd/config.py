@@ -265,6 +265,16 @@ class Params(_Section):
                                        f"{', '.join(unknown)} not defined; defined: {', '.join(known)}")
         return self
 
+    @model_validator(mode="after")
+    def _paper_tables_get_their_arms(self) -> Params:
+        """A paper table in the plan must be able to get every run it renders (`pdd.reporting.arms`)."""
+        from pdd.reporting.arms import plan_arm_problems  # the arms are declared beside the published numbers
+
+        problem = next(plan_arm_problems(self), None)
+        if problem is not None:
+            raise _Problem(*problem)
+        return self
+
     # ---- derived values the engine, the data CLI and the workflow need -------------------------
 
     @property

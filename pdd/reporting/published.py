@@ -83,8 +83,3 @@ def methods(table: str) -> list[str]:
 
 def rows(table: str) -> list[str]:
     return list(published_tables()[table]["rows"])
-
-
-def table5_arms() -> list[tuple[str, float, float]]:
-    """(dataset, tau_low, tau_high) of each Table 5 column, in the paper's order."""
-    return [(arm["dataset"], arm["tau_low"], arm["tau_high"]) for arm in published_tables()["table5"]["columns"]]

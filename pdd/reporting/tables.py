@@ -9,15 +9,14 @@ with no paper beside them.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import jinja2
-
 from pdd.errors import ConfigError
-from pdd.reporting.published import OURS, methods, published, published_tables, rows, tau_column
+from pdd.reporting.arms import components, table_arms
+from pdd.reporting.latex import format_measured, format_value, ranked_rows, styled_cells, template_environment
+from pdd.reporting.published import OURS, methods, published, tau_column
 from pdd.reporting.results import Measured, ResultsIndex, Run, metric_key
 
 DEMO_BANNER = "DEMO — synthetic data, random-init teachers: not the paper's numbers"
@@ -36,6 +35,7 @@ DATASET_LABELS = {
 }
 METRIC_LABELS = {"image_AUROC": "AUROC", "image_AP": "AP", "image_F1max": "F1-max"}
 IMAGE_METRICS = ("image_AUROC", "image_AP", "image_F1max")
+MEAN_ROW = "mean"  # Table 2's row of the mean over its class rows
 
 
 @dataclass(frozen=True)
@@ -173,43 +173,6 @@ class _CellReader:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Formatting
-
-
-def format_value(percent: float, digits: int) -> str:
-    return f"{percent:.{digits}f}"
-
-
-def format_measured(measured: Measured, digits: int) -> str:
-    """`mean` or `mean ± std` over seeds, in percent, LaTeX math for the ±."""
-    text = format_value(100.0 * measured.mean, digits)
-    if measured.std is not None:
-        text += rf"$\pm${format_value(100.0 * measured.std, digits)}"
-    return text
-
-
-def rank_styles(values: Sequence[float], digits: int) -> list[str | None]:
-    """'best' / 'second' for the highest and second-highest printed values (ties share a style)."""
-    rounded = [round(v, digits) for v in values]
-    distinct = sorted(set(rounded), reverse=True)
-    style = {distinct[0]: "best"} | ({distinct[1]: "second"} if len(distinct) > 1 else {})
-    return [style.get(v) for v in rounded]
-
-
-def _cells(texts: Sequence[str], values: Sequence[float], digits: int) -> list[dict[str, Any]]:
-    return [{"text": t, "style": s} for t, s in zip(texts, rank_styles(values, digits))]
-
-
-def _ranked_rows(measured: Sequence[Sequence[Measured]], digits: int) -> list[list[dict[str, Any]]]:
-    """Cells of rows × metrics, best/second ranked within each metric's column rather than within a row."""
-    columns = [
-        _cells([format_measured(m, digits) for m in column], [100.0 * m.mean for m in column], digits)
-        for column in zip(*measured)
-    ]
-    return [list(row) for row in zip(*columns)]
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The five tables and the results table of any other plan table. Each returns plain data; the templates only
 # lay it out.
 
@@ -219,40 +182,41 @@ def build_table1(reader: _CellReader) -> BuiltTable:
     digits, metric = 1, "image_AUROC"
     baselines = [m for m in methods("table1") if m != OURS]
     body = []
-    for dataset in rows("table1"):
-        measured = reader.measure(dataset, "full", metric)
-        paper = published("table1", dataset, OURS, metric)
-        reader.record(DATASET_LABELS[dataset], OURS, metric, measured, paper)
-        values = [published("table1", dataset, b, metric) for b in baselines] + [100.0 * measured.mean]
+    for arm in table_arms("table1"):
+        measured = reader.measure(arm.dataset, arm.variant, metric, arm.scoring)
+        paper = published("table1", arm.row, arm.column, metric)
+        reader.record(DATASET_LABELS[arm.dataset], OURS, metric, measured, paper)
+        values = [published("table1", arm.row, b, metric) for b in baselines] + [100.0 * measured.mean]
         texts = [format_value(v, digits) for v in values[:-1]] + [format_measured(measured, digits)]
-        cells = _cells(texts, values, digits)
-        body.append({"label": DATASET_LABELS[dataset], "cells": cells, "paper": format_value(paper, digits)})
+        cells = styled_cells(texts, values, digits)
+        body.append({"label": DATASET_LABELS[arm.dataset], "cells": cells, "paper": format_value(paper, digits)})
     return reader.built({"baselines": baselines, "rows": body})
 
 
 def build_table2(reader: _CellReader) -> BuiltTable:
     """Uni-Medical per class and mean: AUROC / AP / F1-max, six baselines, ours beside the paper."""
-    digits, dataset = 1, "unimedical"
+    digits = 1
     baselines = [m for m in methods("table2") if m != OURS]
-    classes = [r for r in rows("table2") if r != "mean"]
+    arms = table_arms("table2")
+    classes = [arm.row for arm in arms if arm.row != MEAN_ROW]
     body = []
-    for row in rows("table2"):
+    for arm in arms:
         per_metric = []
         for metric in IMAGE_METRICS:
-            if row == "mean":
-                measured = reader.measure(dataset, "full", metric, mean_over_classes=classes)
+            if arm.row == MEAN_ROW:
+                measured = reader.measure(arm.dataset, arm.variant, metric, arm.scoring, mean_over_classes=classes)
             else:
-                measured = reader.measure(dataset, "full", metric, cls=row)
-            paper = published("table2", row, OURS, metric)
-            reader.record(row, OURS, metric, measured, paper)
-            values = [published("table2", row, b, metric) for b in baselines] + [100.0 * measured.mean]
+                measured = reader.measure(arm.dataset, arm.variant, metric, arm.scoring, cls=arm.row)
+            paper = published("table2", arm.row, arm.column, metric)
+            reader.record(arm.row, OURS, metric, measured, paper)
+            values = [published("table2", arm.row, b, metric) for b in baselines] + [100.0 * measured.mean]
             texts = [format_value(v, digits) for v in values[:-1]] + [format_measured(measured, digits)]
-            per_metric.append((_cells(texts, values, digits), format_value(paper, digits)))
+            per_metric.append((styled_cells(texts, values, digits), format_value(paper, digits)))
         # regroup from metric-major to method-major: one "AUROC/AP/F1" triple per method
         methods_cells = [[per_metric[m][0][i] for m in range(len(IMAGE_METRICS))] for i in range(len(baselines) + 1)]
         body.append(
             {
-                "label": "Mean" if row == "mean" else row,
+                "label": "Mean" if arm.row == MEAN_ROW else arm.row,
                 "baselines": methods_cells[:-1],
                 "ours": methods_cells[-1],
                 "paper": [paper for _, paper in per_metric],
@@ -261,64 +225,31 @@ def build_table2(reader: _CellReader) -> BuiltTable:
     return reader.built({"baselines": baselines, "rows": body})
 
 
-# Components of each Table 3 architecture, as the paper's check marks.
-TABLE3_COLUMNS = ("InA w. MMU (2t1s)", "InA w. MMU (2t2s)", "RD (1t1s)", "MPA")
-TABLE3_COMPONENTS = {
-    "M1": (False, False, True, False),
-    "M2": (False, False, True, True),
-    "M3": (True, False, False, False),
-    "M4": (True, False, False, True),
-    "full": (False, True, False, True),
-}
-# Table 4 rows: paper row -> (variant, scoring); the paper's check marks follow from them.
-TABLE4_COLUMNS = (r"$\mathcal{L}_{div}$", r"$\cos(t_1,s_1)+\cos(t_2,s_2)$", r"$\cos(s_1,s_2)$")
-TABLE4_ARMS = {"M1": ("full", "ss"), "M2": ("full-nodiv", "ss"), "M3": ("full-nodiv", "ts"), "Ours": ("full", "ts")}
-
-
-def _ablation_rows(
-    reader: _CellReader,
-    table: str,
-    arms: dict[str, tuple[str, str]],
-    dataset: str,
-    digits: int,
-    components: Sequence[str],
-    marks: Callable[[str], Sequence[bool]],
-) -> BuiltTable:
-    """Rows of one model each, columns of (ours, paper) per metric; best/second ranked within a column."""
-    measured = {
-        row: [reader.measure(dataset, variant, metric, scoring) for metric in IMAGE_METRICS]
-        for row, (variant, scoring) in arms.items()
-    }
+def _ablation_rows(reader: _CellReader, table: str, digits: int) -> BuiltTable:
+    """One row per arm (a run and a scoring) with the paper's check marks, columns of (ours, paper) per
+    metric; best/second ranked within a column. Every arm of an ablation is on one dataset."""
+    arms = table_arms(table)
+    measured = [[reader.measure(arm.dataset, arm.variant, metric, arm.scoring) for metric in IMAGE_METRICS]
+                for arm in arms]
     body = []
-    for row, cells in zip(arms, _ranked_rows(list(measured.values()), digits)):
-        papers = [published(table, row, OURS, metric) for metric in IMAGE_METRICS]
-        for metric, paper, value in zip(IMAGE_METRICS, papers, measured[row]):
-            reader.record("Ours" if row == "full" else row, OURS, metric, value, paper)
-        body.append(
-            {
-                "label": "Ours" if row == "full" else row,
-                "marks": list(marks(row)),
-                "cells": cells,
-                "paper": [format_value(p, digits) for p in papers],
-            }
-        )
-    return reader.built({"rows": body, "dataset": DATASET_LABELS[dataset], "components": list(components)})
+    for arm, values, cells in zip(arms, measured, ranked_rows(measured, digits)):
+        label = "Ours" if arm.row == "full" else arm.row
+        papers = [published(table, arm.row, arm.column, metric) for metric in IMAGE_METRICS]
+        for metric, paper, value in zip(IMAGE_METRICS, papers, values):
+            reader.record(label, OURS, metric, value, paper)
+        body.append({"label": label, "marks": list(arm.marks), "cells": cells,
+                     "paper": [format_value(p, digits) for p in papers]})
+    return reader.built({"rows": body, "dataset": DATASET_LABELS[arms[0].dataset], "components": components(table)})
 
 
 def build_table3(reader: _CellReader) -> BuiltTable:
     """Architecture ablation M1-M4 and the full model on ZhangLab."""
-    arms = {arch: (arch, "ts") for arch in TABLE3_COMPONENTS}
-    return _ablation_rows(reader, "table3", arms, "zhanglab", 1, TABLE3_COLUMNS, TABLE3_COMPONENTS.__getitem__)
+    return _ablation_rows(reader, "table3", 1)
 
 
 def build_table4(reader: _CellReader) -> BuiltTable:
     """L_div on/off × teacher-student / student-student scoring on BrainMRI."""
-
-    def marks(row: str) -> tuple[bool, bool, bool]:
-        variant, scoring = TABLE4_ARMS[row]
-        return (variant == "full", scoring == "ts", scoring == "ss")
-
-    return _ablation_rows(reader, "table4", TABLE4_ARMS, "brainmri", 2, TABLE4_COLUMNS, marks)
+    return _ablation_rows(reader, "table4", 2)
 
 
 def build_table5(reader: _CellReader) -> BuiltTable:
@@ -350,10 +281,7 @@ def build_table5(reader: _CellReader) -> BuiltTable:
 
 def _published_or_none(table: str, row: str, column: str, metric: str) -> float | None:
     """A τ arm the paper did not report has no published value: shown as '--', not compared."""
-    spec = published_tables()[table]
-    present = any(
-        arm["dataset"] == row and tau_column(arm["tau_low"], arm["tau_high"]) == column for arm in spec["columns"]
-    )
+    present = any(arm.row == row and arm.column == column for arm in table_arms(table))
     return published(table, row, column, metric) if present else None
 
 
@@ -366,7 +294,7 @@ def build_results(reader: _CellReader) -> BuiltTable:
     measured = [[reader.measure(dataset, variant, metric, "ts") for metric in IMAGE_METRICS]
                 for dataset, variant in pairs]
     body = []
-    for (dataset, variant), values, cells in zip(pairs, measured, _ranked_rows(measured, digits)):
+    for (dataset, variant), values, cells in zip(pairs, measured, ranked_rows(measured, digits)):
         label = DATASET_LABELS.get(dataset, dataset)
         for metric, value in zip(IMAGE_METRICS, values):
             reader.record(label, variant, metric, value, None)
@@ -396,53 +324,6 @@ def build_table(name: str, index: ResultsIndex, settings: ReportSettings) -> Bui
 
 # ---------------------------------------------------------------------------------------------------------------
 # Rendering
-
-_TEX_ESCAPES = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "—": "---",
-    "τ": r"$\tau$",
-}
-
-
-def tex_escape(text: Any) -> str:
-    """Make a plain string safe inside LaTeX text."""
-    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(text))
-
-
-def tex_comment(text: Any) -> str:
-    """A value safe on one LaTeX comment line (no line breaks can end the comment early)."""
-    return " ".join(str(text).split())
-
-
-@functools.lru_cache(maxsize=1)
-def template_environment() -> jinja2.Environment:
-    """Jinja2 with LaTeX-friendly delimiters: \\BLOCK{...}, \\VAR{...}, \\#{...}; undefined names fail."""
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("pdd.reporting", "templates"),
-        block_start_string=r"\BLOCK{",
-        block_end_string="}",
-        variable_start_string=r"\VAR{",
-        variable_end_string="}",
-        comment_start_string=r"\#{",
-        comment_end_string="}",
-        line_comment_prefix="%#",
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["tex"] = tex_escape
-    env.filters["comment"] = tex_comment
-    return env
 
 
 def provenance_lines(runs: Sequence[Run], results_root: Path, settings: ReportSettings) -> list[tuple[str, str]]:

@@ -14,9 +14,10 @@ import pytest
 from pdd.config import load_params
 from pdd.errors import DataError, PDDError
 from pdd.reporting.gap import render_gap
-from pdd.reporting.published import table5_arms
+from pdd.reporting.arms import table_arms
+from pdd.reporting.latex import rank_styles
 from pdd.reporting.results import ResultsIndex
-from pdd.reporting.tables import DEMO_BANNER, TABLES, ReportSettings, build_table, rank_styles, render_table
+from pdd.reporting.tables import DEMO_BANNER, TABLES, ReportSettings, Table5Arm, build_table, render_table
 
 from .conftest import PAPER_TAU_ARMS, assert_golden
 
@@ -139,7 +140,8 @@ def test_params_define_every_table5_arm_of_the_paper(repo_root):
     params = load_params(repo_root / "params.yaml")
     settings = ReportSettings.from_params(params)
     assert settings.selection == params.reporting.selection
-    assert [(a.dataset, a.tau_low, a.tau_high) for a in settings.table5_arms] == table5_arms()
+    assert [(a.dataset, a.tau_low, a.tau_high) for a in settings.table5_arms] == [
+        (arm.dataset, arm.options["tau_low"], arm.options["tau_high"]) for arm in table_arms("table5")]
     assert settings.table5_arms == PAPER_TAU_ARMS
 
 
@@ -195,3 +197,18 @@ def test_gap_report_puts_both_best_of_test_selections_side_by_side(results_copy,
     assert rows == [f"| headct/full/code/seed0 | ts | {ours['epoch']} | {100 * ours['pooled']['image_AUROC']:.2f} "
                     f"| {official['epoch']} | 97.50 | {100 * official['pooled']['image_AUROC']:.2f} | {same} |"]
     assert "## Model selection" in markdown
+
+
+def test_a_table5_arm_the_paper_did_not_report_is_shown_without_a_paper_value(results_copy, settings):
+    shutil.copytree(results_copy / "zhanglab" / "tau-0.65-0.40", results_copy / "zhanglab" / "tau-0.50-0.50")
+    for path in (results_copy / "zhanglab" / "tau-0.50-0.50").glob("code/seed*/metrics.json"):
+        document = json.loads(path.read_text())
+        document["run"]["variant"] = "tau-0.50-0.50"
+        path.write_text(json.dumps(document))
+    extra = Table5Arm("zhanglab", "tau-0.50-0.50", 0.50, 0.50)
+    arms = (*PAPER_TAU_ARMS[:3], extra, *PAPER_TAU_ARMS[3:])
+    table = build_table("table5", ResultsIndex.scan(results_copy), ReportSettings(**{**settings.__dict__,
+                                                                                     "table5_arms": arms}))
+    assert [cell.paper is None for cell in table.cells] == [arm is extra for arm in arms]
+    zhanglab = table.context["groups"][0]["arms"]
+    assert [arm["paper"] for arm in zhanglab] == ["94.52", "96.18", "95.92", "--"]

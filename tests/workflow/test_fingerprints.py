@@ -83,13 +83,15 @@ def test_an_eval_edit_changes_only_evaluation_fingerprints():
 
 def test_a_training_edit_changes_the_training_of_the_runs_that_read_it():
     assert {stage for stage, _ in changed_jobs("train.lr=0.001")} == {"train"}
-    lambda_div = changed_jobs("variants.full-nodiv.overrides.lambda_div=0.5")
-    assert {job for _, job in lambda_div} == {f"{d}/full-nodiv/{f}/seed0" for d in ("headct", "brainmri", "zhanglab",
+    # options the tables' arms leave free (pdd.reporting.arms): Table 4 fixes lambda_div, Table 5 the τ
+    lambda_kr = changed_jobs("variants.full-nodiv.overrides.lambda_kr=0.5")
+    assert {job for _, job in lambda_kr} == {f"{d}/full-nodiv/{f}/seed0" for d in ("headct", "brainmri", "zhanglab",
                                                                                     "chexpert", "unimedical")
                                               for f in FIDELITIES}
-    tau = changed_jobs("variants.tau-0.65-0.40.overrides.tau_low=0.6")  # Table 5 prints the arm's τ as well
-    assert {stage for stage, _ in tau} == {"train", "tables"}
-    assert {job for stage, job in tau if stage == "tables"} == {"table5", REPLICATION_GAP}
+    # Table 5 prints its arms' τ, so it reads their options too
+    tau_levels = changed_jobs("variants.tau-0.65-0.40.overrides.low_dim_layers=2")
+    assert {stage for stage, _ in tau_levels} == {"train", "tables"}
+    assert {job for stage, job in tau_levels if stage == "tables"} == {"table5", REPLICATION_GAP}
 
 
 def test_a_reporting_edit_changes_only_its_report():
