@@ -276,9 +276,20 @@ class Params(_Section):
     # ---- derived values the engine, the data CLI and the workflow need -------------------------
 
     @property
-    def demo(self) -> bool:
-        """True when every dataset is the synthetic stand-in (recorded in metrics.json)."""
+    def synthetic_data(self) -> bool:
+        """True when every dataset is the synthetic stand-in (`pdd.data.synthetic`) instead of the real one."""
         return self.data.source == "synthetic"
+
+    @property
+    def random_teachers(self) -> bool:
+        """True when the teachers keep their random init (no pretrained weights): features, not results."""
+        return not self.teachers.pretrained
+
+    @property
+    def demo_only(self) -> bool:
+        """Synthetic data or random teachers: what this trains or draws measures nothing, so metrics.json's
+        `run.demo` records it and tables and figures carry the demo banner."""
+        return self.synthetic_data or self.random_teachers
 
     def sha256(self) -> str:
         """Hash of the resolved params (profiles excluded: they are already applied)."""
@@ -381,9 +392,9 @@ class Params(_Section):
         return {
             "profile": self.profile,
             "params_sha256": self.sha256(),
-            "demo": self.demo,
+            "synthetic_data": self.synthetic_data,
             "paths": self.paths.model_dump(),
-            "synthetic": self.data.synthetic.model_dump() if self.demo else None,
+            "synthetic": self.data.synthetic.model_dump() if self.synthetic_data else None,
             "datasets": {name: {"raw_dir": str(self.raw_dir(name)), "prepared_dir": str(self.prepared_dir(name)),
                                 "seed": self.dataset_seed(name), "classes": self.dataset(name).classes,
                                 "fingerprint": self.fingerprint(f"data/{name}", Stage.PREPARE)._asdict()}

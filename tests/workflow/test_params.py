@@ -85,7 +85,10 @@ def test_unknown_profile_is_rejected():
 
 def test_demo_profile_and_overrides_resolve_in_order():
     demo = load_params(PARAMS, ["train.epochs=3"], profile="demo")
-    assert demo.profile == "demo" and demo.demo and not demo.teachers.pretrained
+    assert demo.profile == "demo" and demo.synthetic_data and demo.random_teachers and demo.demo_only
+    real_data_random_teachers = load_params(PARAMS, ["teachers.pretrained=false"])
+    assert not real_data_random_teachers.synthetic_data and real_data_random_teachers.demo_only
+    assert not load_params(PARAMS).demo_only
     assert demo.build_options("full")["vmamba_weights"] is None
     assert demo.train.epochs == 3  # --set beats the profile's 2
     assert demo.data.image_size == 64
