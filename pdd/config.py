@@ -9,6 +9,7 @@ exactly like the file itself.
 from __future__ import annotations
 
 import argparse
+import enum
 import hashlib
 import json
 import types
@@ -17,23 +18,30 @@ from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, NamedTuple, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model, model_validator
 
 from pdd.errors import ConfigError
 from pdd.fingerprints import EXPLAIN, FIGURES, REPLICATION_GAP, TEACHERS, Fingerprint, Stage, fingerprint_of, keys_of
+from pdd.models.options import (
+    WRN50_TAGS,
+    Fidelity,
+    FidelityName,
+    NonNegativeFloat,
+    PDDOptions,
+    Scoring,
+    ScoringName,
+    UnitInterval,
+    VariantName,
+    values_literal,
+)
 
 BASE_PROFILE = "paper"
 
-Fidelity = Literal["code", "paper"]
-FIDELITIES: tuple[str, ...] = typing.get_args(Fidelity)
-Arch = Literal["M1", "M2", "M3", "M4", "full"]
-Scoring = Literal["ts", "ss"]
+FIDELITIES: tuple[str, ...] = typing.get_args(FidelityName)
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-UnitInterval = Annotated[float, Field(ge=0, le=1)]
 Seed = Annotated[int, Field(ge=0)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 # names end up in paths (results/<dataset>/<variant>/...), so no slashes or spaces
@@ -116,7 +124,7 @@ class WeightsParams(_Section):
 
 
 class WideResNetParams(WeightsParams):
-    tag: NonEmptyStr = "racm_in1k"  # timm pretrained tag
+    tag: Literal[WRN50_TAGS] = PDDOptions.wrn_tag  # timm pretrained tag
 
 
 class TeachersParams(_Section):
@@ -126,34 +134,34 @@ class TeachersParams(_Section):
     wrn50: WideResNetParams
 
 
-class ModelOptions(_Section):
-    """Options forwarded to `pdd.models.build_pdd`; None leaves the model's own default."""
-
-    shared_students: bool | None = None
-    prp_cos_sign: Literal[-1, 1] | None = None
-    tau_low: UnitInterval | None = None
-    tau_high: UnitInterval | None = None
-    low_dim_layers: Annotated[int, Field(ge=0, le=3)] | None = None
-    cosine: Literal["global", "local"] | None = None
-    detach_targets: bool | None = None
-    layerloss: Literal[1, 2, 4] | None = None  # the official script's --layerloss (docs/model.md)
-    alpha: NonNegativeFloat | None = None
-    beta: NonNegativeFloat | None = None
-    lambda_kr: NonNegativeFloat | None = None
-    lambda_prp: NonNegativeFloat | None = None
-    lambda_div: NonNegativeFloat | None = None
-
+class _ModelOptionsSection(_Section):
     def as_kwargs(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
 
 
+def _params_hint(hint: Any) -> Any:
+    """An option's type as params.yaml holds it: an enum by its plain value, optional (None: the default)."""
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        hint = values_literal(hint)
+    return hint | None
+
+
+# Generated from PDDOptions' tunable fields, so their types and ranges are declared once (docs/model.md)
+ModelOptions = create_model(
+    "ModelOptions",
+    __base__=_ModelOptionsSection,
+    __doc__="Options forwarded to `pdd.models.build_pdd`; None leaves the model's own default.",
+    **{name: (_params_hint(hint), None) for name, hint in PDDOptions.tunable_fields().items()},
+)
+
+
 class ModelParams(_Section):
-    fidelity: Fidelity = "code"
-    fidelities: dict[Fidelity, ModelOptions] = {}
+    fidelity: FidelityName = Fidelity.CODE.value
+    fidelities: dict[FidelityName, ModelOptions] = {}
 
 
 class VariantParams(_Section):
-    arch: Arch
+    arch: VariantName
     overrides: ModelOptions = ModelOptions()
 
 
@@ -185,7 +193,7 @@ class TrainParams(_Section):
 class EvalParams(_Section):
     sigma: PositiveFloat = 4.0
     batch_size: PositiveInt = 10
-    scorings: Annotated[list[Scoring], Field(min_length=1)] = ["ts", "ss"]
+    scorings: Annotated[list[ScoringName], Field(min_length=1)] = [scoring.value for scoring in Scoring]
     aupro_fpr_limit: Annotated[float, Field(gt=0, le=1)] = 0.3
     save_maps: NonNegativeInt = 8
     # which AUROC picks best_of_test's epoch: every image's (per_image) or the authors' evaluator, which scores
@@ -202,7 +210,7 @@ class EvalParams(_Section):
 class PlanEntry(_Section):
     datasets: Annotated[list[Name], Field(min_length=1)]
     variants: Annotated[list[Name], Field(min_length=1)]
-    fidelities: Annotated[list[Fidelity], Field(min_length=1)] | None = None  # None: [model.fidelity]
+    fidelities: Annotated[list[FidelityName], Field(min_length=1)] | None = None  # None: [model.fidelity]
 
 
 class ReportingParams(_Section):
@@ -278,9 +286,20 @@ class Params(_Section):
     # ---- derived values the engine, the data CLI and the workflow need -------------------------
 
     @property
-    def demo(self) -> bool:
-        """True when every dataset is the synthetic stand-in (recorded in metrics.json)."""
+    def synthetic_data(self) -> bool:
+        """True when every dataset is the synthetic stand-in (`pdd.data.synthetic`) instead of the real one."""
         return self.data.source == "synthetic"
+
+    @property
+    def random_teachers(self) -> bool:
+        """True when the teachers keep their random init (no pretrained weights): features, not results."""
+        return not self.teachers.pretrained
+
+    @property
+    def demo_only(self) -> bool:
+        """Synthetic data or random teachers: what this trains or draws measures nothing, so metrics.json's
+        `run.demo` records it and tables and figures carry the demo banner."""
+        return self.synthetic_data or self.random_teachers
 
     def sha256(self) -> str:
         """Hash of the resolved params (profiles excluded: they are already applied)."""
@@ -301,7 +320,7 @@ class Params(_Section):
         moves the students by 1e-3 relative at the first step, docs/model.md), and float16 under `paper`;
         true or false chooses for both."""
         fp16 = self.train.cache_fp16
-        return "float16" if (fidelity != "code" if fp16 is None else fp16) else "float32"
+        return "float16" if (fidelity != Fidelity.CODE.value if fp16 is None else fp16) else "float32"
 
     def teacher_cache_enabled(self, dataset: str) -> bool:
         own = self.dataset(dataset).teacher_cache
@@ -315,8 +334,8 @@ class Params(_Section):
     def model_options(self, variant: str, fidelity: str | None = None) -> dict[str, Any]:
         """`build_pdd` keyword options: the fidelity's, then the variant's overrides on top."""
         fidelity = fidelity or self.model.fidelity
-        if fidelity not in typing.get_args(Fidelity):
-            raise ConfigError(f"unknown fidelity {fidelity!r}; use one of: {', '.join(typing.get_args(Fidelity))}")
+        if fidelity not in FIDELITIES:
+            raise ConfigError(f"unknown fidelity {fidelity!r}; use one of: {', '.join(FIDELITIES)}")
         options = self.model.fidelities.get(fidelity, ModelOptions()).as_kwargs()
         options.update(self.variant(variant).overrides.as_kwargs())
         return options
@@ -383,9 +402,9 @@ class Params(_Section):
         return {
             "profile": self.profile,
             "params_sha256": self.sha256(),
-            "demo": self.demo,
+            "synthetic_data": self.synthetic_data,
             "paths": self.paths.model_dump(),
-            "synthetic": self.data.synthetic.model_dump() if self.demo else None,
+            "synthetic": self.data.synthetic.model_dump() if self.synthetic_data else None,
             "datasets": {name: {"raw_dir": str(self.raw_dir(name)), "prepared_dir": str(self.prepared_dir(name)),
                                 "seed": self.dataset_seed(name), "classes": self.dataset(name).classes,
                                 "fingerprint": self.fingerprint(f"data/{name}", Stage.PREPARE)._asdict()}

@@ -80,7 +80,7 @@ def _profile_stages(params_file: str, profile: str) -> dict[str, Any]:
         stages[f"{profile}-{_stage_name(job)}"] = stage
 
     for name, dataset in plan["datasets"].items():
-        if plan["demo"]:
+        if plan["synthetic_data"]:
             counts = " ".join(f"--{key.replace('_', '-')}={value}" for key, value in plan["synthetic"].items())
             add(f"data-{name}", cmd=f"pdd data synthetic {name} --out {dataset['prepared_dir']} "
                                     f"--seed {dataset['seed']} {counts}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pdd.config import RunSpec, add_params_arguments, params_from_args
+from pdd.config import FIDELITIES, RunSpec, add_params_arguments, params_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_params_arguments(train)
     train.add_argument("--dataset", required=True, help="a name under params data.datasets")
     train.add_argument("--variant", required=True, help="a name under params variants (e.g. full, M3, full-nodiv)")
-    train.add_argument("--fidelity", default=None, choices=["code", "paper"],
+    train.add_argument("--fidelity", default=None, choices=FIDELITIES,
                        help="default: params model.fidelity")
     train.add_argument("--seed", type=int, required=True)
     train.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (see params.run_dir)")

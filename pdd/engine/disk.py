@@ -19,6 +19,7 @@ import torch
 
 from pdd.config import Params, RunSpec
 from pdd.engine.runs import trainable_state
+from pdd.models.options import Variant
 
 # safetensors' JSON header and torch.save's zip framing, per tensor (measured; small beside the data)
 SNAPSHOT_OVERHEAD_PER_TENSOR = 110
@@ -89,14 +90,14 @@ def plan_disk(params: Params, runs: list[RunSpec]) -> DiskPlan:
         options = json.dumps(params.model_options(run.variant, run.fidelity), sort_keys=True)
         state_bytes, tensors, parameter_bytes = _trainable_sizes(arch, run.fidelity, options)
         written = _snapshot_epochs(params.train.epochs, params.train.eval_every)
-        scorings = [s for s in params.eval.scorings if s == "ts" or arch == "full"]  # ss needs two students
+        scorings = [s for s in params.eval.scorings if s in Variant(arch).scorings]
         # selected: `last` plus at most one `best_of_test` epoch per scoring
         kept = written if params.train.keep_snapshots == "all" else min(written, 1 + len(scorings))
         plan.runs.append(RunDisk(run, state_bytes + SNAPSHOT_OVERHEAD_PER_TENSOR * tensors, written, kept,
                                  state_bytes + 2 * parameter_bytes + CHECKPOINT_OVERHEAD_PER_TENSOR * tensors * 3))
     seen: set[tuple[str, str, str]] = set()
     for run in runs:
-        family = "wrn50" if params.variant(run.variant).arch in ("M1", "M2") else "wrn50+vmamba"
+        family = "wrn50+vmamba" if Variant(params.variant(run.variant).arch).uses_vmamba else "wrn50"
         dtype = getattr(torch, params.cache_dtype(run.fidelity))  # one cache per storage dtype
         if (run.dataset, family, str(dtype)) in seen or not params.teacher_cache_enabled(run.dataset):
             continue

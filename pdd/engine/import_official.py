@@ -24,6 +24,7 @@ from pdd.engine.rundir import RunDir
 from pdd.errors import PDDError, WeightsError
 from pdd.io import atomic_write_json, sha256_file
 from pdd.models.official import OFFICIAL_SOURCE, load_official, read_official_file
+from pdd.models.options import Fidelity
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def import_official(
     # the run as trained: `train.epochs` is the last imported epoch, which `pdd evaluate` reports as `last`
     overrides = [*overrides, f"train.epochs={final}"]
     params: Params = load_params(params_file, overrides=overrides, profile=profile)
-    spec = RunSpec(dataset, variant, "code", seed)
+    spec = RunSpec(dataset, variant, Fidelity.CODE.value, seed)
     params.run_dir(*spec)  # validates the dataset and variant names
     directory = RunDir(Path(out))
     with runs.run_lock(directory):

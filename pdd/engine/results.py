@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pdd.errors import DataError
 from pdd.io import atomic_write_json
+from pdd.models.options import FidelityName, ScoringName, VariantName
 
 SCHEMA_VERSION = 1
 PROVENANCE_PACKAGES = ("pdd", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn")
-SCORINGS = ("ts", "ss")
 
 MetricValue = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] | None
 
@@ -65,13 +65,13 @@ class ScoringResults(_Strict):
 class RunInfo(_Strict):
     dataset: str
     variant: str
-    arch: Literal["M1", "M2", "M3", "M4", "full"]
-    fidelity: Literal["code", "paper"]
+    arch: VariantName
+    fidelity: FidelityName
     seed: int
     profile: str | None
     image_size: int = Field(gt=0)
     epochs: int = Field(ge=0)
-    demo: bool
+    demo: bool  # synthetic data or random-init teachers (Params.demo_only): the numbers are no result
 
 
 class Provenance(_Strict):
@@ -98,7 +98,7 @@ class Provenance(_Strict):
 class MetricsDocument(_Strict):
     schema_version: Literal[1]
     run: RunInfo
-    metrics: dict[Literal["ts", "ss"], ScoringResults] = Field(min_length=1)
+    metrics: dict[ScoringName, ScoringResults] = Field(min_length=1)
     provenance: Provenance
 
 
@@ -108,14 +108,14 @@ class ImageScores(_Strict):
 
     paths: list[str]
     labels: list[Literal[0, 1]]
-    scores: dict[Literal["ts", "ss"], list[float]] = Field(min_length=1)
+    scores: dict[ScoringName, list[float]] = Field(min_length=1)
 
 
 class EpochEvaluation(_Strict):
     """`eval/epoch_XXX.json`: what `pdd evaluate` measured on the test split with one epoch's snapshot."""
 
     epoch: int = Field(ge=0)
-    metrics: dict[Literal["ts", "ss"], ClassMetrics] = Field(min_length=1)
+    metrics: dict[ScoringName, ClassMetrics] = Field(min_length=1)
     images: ImageScores | None = None  # absent in files of earlier pdd versions (then scored again)
     # the train and evaluate fingerprints it was scored under: reused only under the same ones
     evaluated_with: dict[Literal["train", "evaluate"], str] | None = None

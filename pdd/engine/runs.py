@@ -66,7 +66,7 @@ class RunRecord:
     identity: dict[str, Any]  # RunIdentity
     image_size: int
     epochs: int
-    demo: bool
+    demo: bool  # Params.demo_only: synthetic data or random-init teachers; metrics.json's run.demo
     git_commit: str
     git_dirty: bool | None
     device: str
@@ -241,7 +241,7 @@ class RunContext:
             params_file=str(params_file), profile=params.profile, overrides=list(overrides), arch=self.arch,
             params=params.model_dump(mode="json"), params_sha256=params.sha256(), identity=asdict(identity),
             image_size=params.data.image_size, epochs=params.train.epochs,
-            demo=params.demo or not params.teachers.pretrained, git_commit=commit, git_dirty=dirty, device=device,
+            demo=params.demo_only, git_commit=commit, git_dirty=dirty, device=device,
         )
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from pdd.errors import ConfigError, DataError
+from pdd.models.options import Scoring
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", required=True, metavar="MODEL_DIR", help="the bundle folder (replaced atomically)")
     export.add_argument("--selection", choices=["best_of_test", "last"], default=None,
                         help="which evaluated epoch to export (default: the run's reporting.selection)")
-    export.add_argument("--scoring", choices=["ts", "ss"], default="ts",
+    export.add_argument("--scoring", choices=[scoring.value for scoring in Scoring], default=Scoring.TS.value,
                         help="the anomaly score the bundle predicts with (default: %(default)s)")
     export.add_argument("--with-teachers", action="store_true",
                         help="also store the frozen teachers' weights (safetensors) so the bundle needs no other file")

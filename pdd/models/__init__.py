@@ -1,8 +1,28 @@
-"""PDD models: the frozen teachers (VMamba-Tiny, wide-ResNet50-2), the five architectures, losses and maps."""
+"""PDD models: the frozen teachers (VMamba-Tiny, wide-ResNet50-2), the five architectures, losses and maps.
 
-from pdd.models.options import Fidelity, PDDOptions, Variant
-from pdd.models.selective_scan import selective_scan
-from pdd.models.torch_model import PDDModel, build_pdd
-from pdd.models.vmamba import VMamba, vmamba_tiny
+The torch-backed names are imported on first use, so that `pdd.models.options` (which `pdd.config`
+reads to validate params.yaml) does not pull in torch.
+"""
 
-__all__ = ["Fidelity", "PDDModel", "PDDOptions", "Variant", "VMamba", "build_pdd", "selective_scan", "vmamba_tiny"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Fidelity": "pdd.models.options",
+    "PDDOptions": "pdd.models.options",
+    "Variant": "pdd.models.options",
+    "PDDModel": "pdd.models.torch_model",
+    "build_pdd": "pdd.models.torch_model",
+    "selective_scan": "pdd.models.selective_scan",
+    "VMamba": "pdd.models.vmamba",
+    "vmamba_tiny": "pdd.models.vmamba",
+}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

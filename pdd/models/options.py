@@ -2,17 +2,32 @@
 
 Every place where the authors' released code departs from the paper is its own field, so a run can take the
 code reading, the paper reading, or any mix (docs/model.md lists each switch with its source).
+
+This module is the one declaration of the model's options, their types and ranges, and of the enums the rest
+of pdd names (`Variant`, `Fidelity`, `Scoring`, ...): `pdd.config` generates its `params.yaml` sections from
+it. It therefore imports neither torch nor any module that does, so validating params stays light.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from pdd.errors import ConfigError
-from pdd.models.weights import WRN50_TAGS
+
+# timm's bare name `wide_resnet50_2` resolves to `racm_in1k`, the weights PDD's code loads;
+# `tv_in1k` are torchvision's original weights (what RD4AD used).
+WRN50_TAGS = ("racm_in1k", "tv_in1k")
+
+UnitInterval = Annotated[float, Field(ge=0, le=1)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+PerVMambaStage = Annotated[tuple[int, ...], Field(min_length=4, max_length=4)]  # VMamba has 4 stages
 
 
 class Variant(str, enum.Enum):
@@ -39,12 +54,24 @@ class Variant(str, enum.Enum):
             return ("prior", "plain")
         return ("prior",) if self.uses_priors else ("plain",)
 
+    @property
+    def scorings(self) -> tuple[Scoring, ...]:
+        """`ts` always; `ss` compares the two student paths, so only an architecture with two has it."""
+        return (Scoring.TS, Scoring.SS) if len(self.student_paths) == 2 else (Scoring.TS,)
+
 
 class Fidelity(str, enum.Enum):
     """`code`: what the released code computes (the default); `paper`: what the paper's equations say."""
 
     CODE = "code"
     PAPER = "paper"
+
+
+class Scoring(str, enum.Enum):
+    """How an anomaly map is scored (`PDDModel.anomaly_map`)."""
+
+    TS = "ts"  # teacher-student: 1 - cos(student, target), summed over levels and student paths
+    SS = "ss"  # student-student: 1 - cos(prior path, plain path); needs the two students of `full`
 
 
 class Cosine(str, enum.Enum):
@@ -66,42 +93,66 @@ class LayerLoss(int, enum.Enum):
     UNTHRESHOLDED_DIVERSITY = 2  # as FINAL, but L_div = sum_l cos(SA_l, SB_l), no thresholds
 
 
+def values_literal(enum_cls: type[enum.Enum]) -> Any:
+    """`Literal` of an enum's values: how files (params.yaml, metrics.json) hold an option, since strict
+    pydantic validation does not turn a plain string into the enum."""
+    return Literal[tuple(member.value for member in enum_cls)]
+
+
+# the enums as params.yaml and metrics.json name them
+VariantName = values_literal(Variant)
+FidelityName = values_literal(Fidelity)
+ScoringName = values_literal(Scoring)
+
+TUNABLE = "tunable"  # field metadata key: params.yaml may set the option (model.fidelities, variants.*.overrides)
+
+
+def _tunable(default: Any) -> Any:
+    """A field that params.yaml sets per fidelity and per variant; the others come from other sections."""
+    return dataclasses.field(default=default, metadata={TUNABLE: True})
+
+
 @dataclass(frozen=True)
 class PDDOptions:
-    """Everything `build_pdd` needs; build it with `PDDOptions.resolve`, which fills in fidelity defaults."""
+    """Everything `build_pdd` needs; build it with `PDDOptions.resolve`, which fills in fidelity defaults.
+
+    Each field's type hint is also its range (checked by `validate` and, for the tunable fields, by
+    params.yaml's validation, whose `config.ModelOptions` is generated from these fields).
+    """
 
     variant: Variant = Variant.FULL
     fidelity: Fidelity = Fidelity.CODE
     # --- code/paper discrepancies (docs/model.md) ---
-    shared_students: bool = True
-    prp_cos_sign: int = +1  # +1: L_prp adds +cos (code); -1: it adds 1 - cos (paper eq. 7)
-    tau_low: float = 0.75  # hinge threshold of the `low_dim_layers` shallowest levels
-    tau_high: float = 0.30  # hinge threshold of the other levels
-    low_dim_layers: int = 1
-    cosine: Cosine = Cosine.GLOBAL
-    detach_targets: bool = False
-    layerloss: LayerLoss = LayerLoss.FINAL  # the official script's `--layerloss` modes 4, 1 and 2
+    shared_students: bool = _tunable(True)
+    prp_cos_sign: Literal[-1, 1] = _tunable(+1)  # +1: L_prp adds +cos (code); -1: it adds 1 - cos (paper eq. 7)
+    tau_low: UnitInterval = _tunable(0.75)  # hinge threshold of the `low_dim_layers` shallowest levels
+    tau_high: UnitInterval = _tunable(0.30)  # hinge threshold of the other levels
+    low_dim_layers: Annotated[int, Field(ge=0, le=3)] = _tunable(1)  # there are 3 levels
+    cosine: Cosine = _tunable(Cosine.GLOBAL)
+    detach_targets: bool = _tunable(False)
+    layerloss: LayerLoss = _tunable(LayerLoss.FINAL)  # the official script's `--layerloss` modes 4, 1 and 2
     # --- loss weights: total = lambda_kr*L_kr + lambda_prp*L_prp + lambda_div*L_div,
     #     L_prp = sum_l alpha*MSE + beta*cos-term; the code's 0.02*MSE + 0.05*cos is lambda_prp=0.02, alpha=1, beta=2.5
-    alpha: float = 1.0
-    beta: float = 2.5
-    lambda_kr: float = 0.02
-    lambda_prp: float = 0.02
-    lambda_div: float = 0.5
+    alpha: NonNegativeFloat = _tunable(1.0)
+    beta: NonNegativeFloat = _tunable(2.5)
+    lambda_kr: NonNegativeFloat = _tunable(0.02)
+    lambda_prp: NonNegativeFloat = _tunable(0.02)
+    lambda_div: NonNegativeFloat = _tunable(0.5)
     # --- scoring ---
-    map_sigma: float = 4.0  # Gaussian smoothing of the anomaly map (the authors' sigma; params eval.sigma)
+    # Gaussian smoothing of the anomaly map (the authors' sigma; params eval.sigma)
+    map_sigma: Annotated[float, Field(gt=0)] = 4.0
     # --- teachers ---
     pretrained: bool = False
-    wrn_tag: str = "racm_in1k"
+    wrn_tag: Literal[WRN50_TAGS] = "racm_in1k"
     wrn_weights: str | None = None
     vmamba_weights: str | None = None
-    vmamba_depths: tuple[int, ...] = (2, 2, 9, 2)
-    vmamba_dims: tuple[int, ...] = (96, 192, 384, 768)
+    vmamba_depths: PerVMambaStage = (2, 2, 9, 2)
+    vmamba_dims: PerVMambaStage = (96, 192, 384, 768)
     teacher_seed: int = 0  # seeds the random init of the teachers when `pretrained` is False
 
     @classmethod
     def resolve(
-        cls, variant: str | Variant = "full", fidelity: str | Fidelity = "code", **overrides: Any
+        cls, variant: str | Variant = Variant.FULL, fidelity: str | Fidelity = Fidelity.CODE, **overrides: Any
     ) -> PDDOptions:
         """Defaults of `fidelity` for `variant`, then `overrides`; unknown names or values raise ConfigError."""
         variant = _enum_value(Variant, variant, "variant")
@@ -123,27 +174,23 @@ class PDDOptions:
         options.validate()
         return options
 
+    @classmethod
+    def tunable_fields(cls) -> dict[str, Any]:
+        """Name -> type hint (with its range) of each option params.yaml may set, in declaration order."""
+        hints = _field_hints()
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.metadata.get(TUNABLE)}
+
     def validate(self) -> None:
-        if self.prp_cos_sign not in (1, -1):
-            raise ConfigError(f"prp_cos_sign must be +1 (code: +cos) or -1 (paper: 1-cos), got {self.prp_cos_sign!r}")
-        if self.wrn_tag not in WRN50_TAGS:
-            raise ConfigError(f"wrn_tag must be one of {WRN50_TAGS}, got {self.wrn_tag!r}")
-        if not 0 <= self.low_dim_layers <= 3:
-            raise ConfigError(f"low_dim_layers must be in 0..3 (there are 3 levels), got {self.low_dim_layers}")
-        if len(self.vmamba_depths) != 4 or len(self.vmamba_dims) != 4:
-            raise ConfigError("vmamba_depths and vmamba_dims need 4 entries each, one per VMamba stage")
+        """Every field against its type hint (strictly: True is no int), then the cross-field rules."""
+        for name, adapter in _field_adapters().items():
+            try:
+                adapter.validate_python(getattr(self, name), strict=True)
+            except ValidationError as exc:
+                problems = "; ".join(error["msg"] for error in exc.errors())
+                raise ConfigError(f"{name}: {problems} (got {getattr(self, name)!r})") from None
         if self.layerloss is not LayerLoss.FINAL and self.variant is not Variant.FULL:
             raise ConfigError(f"layerloss {self.layerloss.value} is a mode of the official two-student model: it "
                               f"needs variant 'full', got {self.variant.value!r}")
-        if self.map_sigma <= 0:
-            raise ConfigError(f"map_sigma must be > 0, got {self.map_sigma}")
-        for name in ("alpha", "beta", "lambda_kr", "lambda_prp", "lambda_div"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
-
-    @property
-    def two_students(self) -> bool:
-        return len(self.variant.student_paths) == 2
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly values, for checkpoints and provenance."""
@@ -154,6 +201,16 @@ class PDDOptions:
             elif isinstance(value, tuple):
                 out[key] = list(value)
         return out
+
+
+@functools.cache
+def _field_hints() -> dict[str, Any]:
+    return typing.get_type_hints(PDDOptions, include_extras=True)
+
+
+@functools.cache
+def _field_adapters() -> dict[str, TypeAdapter[Any]]:
+    return {name: TypeAdapter(hint) for name, hint in _field_hints().items()}
 
 
 def _fidelity_defaults(variant: Variant, fidelity: Fidelity) -> dict[str, Any]:

@@ -32,10 +32,8 @@ from pdd.models.decoder import (
     init_official_,
 )
 from pdd.models.loss import PDDLoss
-from pdd.models.options import PDDOptions, Variant
+from pdd.models.options import Fidelity, PDDOptions, Scoring, Variant
 from pdd.models.teachers import Teachers
-
-SCORINGS = ("ts", "ss")
 
 
 class DistillationOutputs(NamedTuple):
@@ -112,13 +110,13 @@ class PDDModel(nn.Module):
 
     def supports_scoring(self, scoring: str) -> bool:
         """`ts` (students vs targets) always; `ss` (student vs student) only with two students."""
-        return scoring == "ts" or (scoring == "ss" and self.options.two_students)
+        return scoring in self.variant.scorings
 
     @torch.no_grad()
     def anomaly_map(
         self,
         x: torch.Tensor | None,
-        scoring: str = "ts",
+        scoring: str = Scoring.TS.value,
         features: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Smoothed B x H x W anomaly maps at the input size and their image scores (max).
@@ -129,7 +127,7 @@ class PDDModel(nn.Module):
         if not self.supports_scoring(scoring):
             raise ConfigError(
                 f"scoring {scoring!r} is not available for variant {self.variant.value}: "
-                f"use one of {[s for s in SCORINGS if self.supports_scoring(s)]}"
+                f"use one of {[s.value for s in self.variant.scorings]}"
             )
         if features is None:
             if x is None:
@@ -137,7 +135,7 @@ class PDDModel(nn.Module):
             features = self.teacher_features(x)
         image_size = tuple(x.shape[-2:]) if x is not None else tuple(4 * s for s in features["R1"].shape[-2:])
         outputs = self.distill(features)
-        if scoring == "ts":
+        if scoring == Scoring.TS:
             pairs = [
                 (student, target)
                 for maps in outputs.students.values()
@@ -153,7 +151,8 @@ class PDDModel(nn.Module):
 
 
 def build_pdd(
-    variant: str | Variant = "full", fidelity: str = "code", pretrained: bool = False, **overrides: Any
+    variant: str | Variant = Variant.FULL, fidelity: str | Fidelity = Fidelity.CODE, pretrained: bool = False,
+    **overrides: Any,
 ) -> PDDModel:
     """Build a PDD architecture; `overrides` are `PDDOptions` fields (docs/model.md lists them)."""
     return PDDModel(PDDOptions.resolve(variant, fidelity, pretrained=pretrained, **overrides))

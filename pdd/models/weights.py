@@ -21,11 +21,11 @@ from torch import nn
 from pdd.errors import WeightsError
 from pdd.fetch import fetch_https, sha256_matches
 from pdd.io import sha256_file
+from pdd.models.options import WRN50_TAGS
 
 __all__ = [
     "WeightsSpec",
     "VMAMBA_TINY_WEIGHTS",
-    "WRN50_TAGS",
     "wrn50_weights_spec",
     "default_cache_dir",
     "resolve_weights",
@@ -62,10 +62,6 @@ VMAMBA_TINY_WEIGHTS = WeightsSpec(
     sha256="dbc0cc4f5ec0e45db5fba7c939d2c7d9b617e891ac10766912a8d604c37c5e47",
     note="sha256 as reported by a third-party runbook (91,649,482 bytes)",
 )
-
-# timm's bare name `wide_resnet50_2` resolves to `racm_in1k`, the weights PDD's code loads;
-# `tv_in1k` are torchvision's original weights (what RD4AD used).
-WRN50_TAGS = ("racm_in1k", "tv_in1k")
 
 
 def wrn50_weights_spec(tag: str = "racm_in1k") -> WeightsSpec:

@@ -138,4 +138,4 @@ def explain(params, out: Path, datasets: Sequence[str] = ("headct", "brainmri"),
     weights = "ImageNet weights" if params.teachers.pretrained else "random-init teachers"
     title = f"Grad-CAM of the frozen teachers ({weights}; target: mean feature norm of the stage)"
     figure = gradcam_figure(to_display(images), cams, captions, title)
-    return save_figure(figure, out / FIGURE_STEM, demo=params.demo or not params.teachers.pretrained)
+    return save_figure(figure, out / FIGURE_STEM, demo=params.demo_only)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pdd.models.options import Fidelity, Variant
 from pdd.models.torch_model import PDDModel, build_pdd
 
 # Shapes only depend on VMamba's dims through the adapters' input widths: a 1-block-per-stage, narrow VMamba
 # exercises every code path at a fraction of VMamba-Tiny's cost.
 TINY_VMAMBA = {"vmamba_depths": (1, 1, 1, 1), "vmamba_dims": (8, 16, 32, 64)}
-VARIANTS = ("M1", "M2", "M3", "M4", "full")
-FIDELITIES = ("code", "paper")
+VARIANTS = tuple(variant.value for variant in Variant)
+FIDELITIES = tuple(fidelity.value for fidelity in Fidelity)
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pdd.config import RunSpec, load_params
+from pdd.config import ModelOptions, RunSpec, load_params
 from pdd.errors import ConfigError
+from pdd.models.options import LayerLoss, PDDOptions
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "params.yaml"
@@ -48,6 +49,10 @@ def test_shipped_params_validate_and_follow_the_paper_recipe():
         ("eval.scorings=[ts, xx]", "eval.scorings.1"),
         ("plan.table1.0.variants=[full, nope]", "plan.table1.0.variants"),
         ("train.eta_min=1.0", "train.eta_min"),
+        ("variants.full.overrides.cosine=diagonal", "variants.full.overrides.cosine"),
+        ("model.fidelities.code.layerloss=3", "model.fidelities.code.layerloss"),
+        ("variants.M1.arch=M5", "variants.M1.arch"),
+        ("teachers.wrn50.tag=in22k", "teachers.wrn50.tag"),  # caught here, not when a training job builds
     ],
 )
 def test_bad_value_is_rejected_naming_the_key(override, key):
@@ -80,7 +85,10 @@ def test_unknown_profile_is_rejected():
 
 def test_demo_profile_and_overrides_resolve_in_order():
     demo = load_params(PARAMS, ["train.epochs=3"], profile="demo")
-    assert demo.profile == "demo" and demo.demo and not demo.teachers.pretrained
+    assert demo.profile == "demo" and demo.synthetic_data and demo.random_teachers and demo.demo_only
+    real_data_random_teachers = load_params(PARAMS, ["teachers.pretrained=false"])
+    assert not real_data_random_teachers.synthetic_data and real_data_random_teachers.demo_only
+    assert not load_params(PARAMS).demo_only
     assert demo.build_options("full")["vmamba_weights"] is None
     assert demo.train.epochs == 3  # --set beats the profile's 2
     assert demo.data.image_size == 64
@@ -134,6 +142,20 @@ def test_cli_check_exits_2_naming_the_key():
                              "--set", "train.lr=0"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2
     assert "train.lr:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_params_take_every_tunable_model_option_with_the_model_ranges():
+    """params.yaml's model options are PDDOptions' tunable fields: a new option needs no second declaration."""
+    tunable = PDDOptions.tunable_fields()
+    assert list(ModelOptions.model_fields) == list(tunable)
+    for layerloss in LayerLoss:
+        assert load_params(PARAMS, [f"variants.full.overrides.layerloss={layerloss.value}"]).model_options(
+            "full") == {"layerloss": layerloss.value}
+    # params and the model refuse the same value, each naming the option
+    with pytest.raises(ConfigError, match=r"model\.fidelities\.code\.low_dim_layers: .*less than or equal to 3"):
+        load_params(PARAMS, ["model.fidelities.code.low_dim_layers=4"])
+    with pytest.raises(ConfigError, match="low_dim_layers: .*less than or equal to 3"):
+        PDDOptions.resolve("full", low_dim_layers=4)
 
 
 def test_eval_sigma_reaches_the_model_options():

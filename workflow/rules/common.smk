@@ -59,7 +59,7 @@ def _one_of(names):
 wildcard_constraints:
     dataset=_one_of(DATASETS),
     variant=_one_of({run["variant"] for run in RUNS.values()}),
-    fidelity="code|paper",
+    fidelity=_one_of({run["fidelity"] for run in RUNS.values()}),
     seed=r"\d+",
     table=_one_of(PLAN["tables"]),
     teacher=_one_of(WEIGHTS) if WEIGHTS else "(?!)",

@@ -1,7 +1,7 @@
 """Data and teacher weights: the first jobs to fail, with the dataset's own instructions, when
 something cannot be fetched (registration-only datasets, no network)."""
 
-if PLAN["demo"]:
+if PLAN["synthetic_data"]:
 
     rule synthetic_data:
         """The demo's stand-in for every dataset: a generated, prepared dataset (no download)."""

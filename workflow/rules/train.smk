@@ -1,9 +1,9 @@
 """One training and one evaluation job per run of the plan (results/<dataset>/<variant>/<fidelity>/seed<k>)."""
 
 RUN_DIR = f"{RESULTS}/{RUN_PATTERN}"
-GPUS = 0 if PLAN["demo"] else 1
+GPUS = 0 if PLAN["synthetic_data"] else 1
 # the demo's jobs are small: run them side by side rather than one multi-threaded job at a time
-TRAIN_THREADS = 1 if PLAN["demo"] else 8
+TRAIN_THREADS = 1 if PLAN["synthetic_data"] else 8
 
 
 rule train:
