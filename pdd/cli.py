@@ -29,10 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in COMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+        except ImportError as exc:  # a broken install must not make commands silently disappear
+            raise SystemExit(f"pdd: cannot load the commands of {module_name} ({type(exc).__name__}: {exc}); "
+                             "reinstall pdd (`make venv`, or `pip install -e .`)") from exc
         module.register(subparsers)
     return parser
 
