@@ -14,7 +14,7 @@ import torch
 
 from benchmarks.common import Ratio, Settings, count_flops, median_seconds
 from pdd.models import vmamba as vmamba_module
-from pdd.models.selective_scan import available_backends, cross_scan_2d
+from pdd.ops import available_backends, cross_scan_2d
 from pdd.models.vmamba import vmamba_tiny
 
 

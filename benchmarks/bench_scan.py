@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import Ratio, Settings, median_seconds
-from pdd.models.selective_scan import available_backends, selective_scan
+from pdd.ops import available_backends, selective_scan
 
 # (stage, K*D channels, L) of VMamba-Tiny at 256²: K = 4 routes, D = 2C, L = (256 / 4 / 2^stage)².
 STAGES = [(1, 768, 4096), (2, 1536, 1024), (3, 3072, 256), (4, 6144, 64)]

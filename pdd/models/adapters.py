@@ -6,6 +6,8 @@ that differs from the paper's wording (paper eq. 3, eq. 6) docs/model.md says ho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,15 +56,17 @@ class TeacherFusion(nn.Module):
 
     `forward` returns the distillation targets T64, T32, T16 (highest resolution first) and the fused tail F0
     that every student decodes. VMamba taps are half the resolution of their ResNet partners, hence the
-    bilinear (align_corners=True) upsampling of the three InA levels.
+    bilinear (align_corners=True) upsampling of the three InA levels. The widths are the teachers'
+    `channels` (their feature_info): Z0..Z3 in, R1..R4 out.
     """
 
-    def __init__(self, vmamba_channels: tuple[int, int, int, int], wrn_channels=(256, 512, 1024, 2048)) -> None:
+    def __init__(self, vmamba_channels: Sequence[int], wrn_channels: Sequence[int]) -> None:
         super().__init__()
         self.ina = nn.ModuleList(
             ChannelAdapter(c_in, c_out) for c_in, c_out in zip(vmamba_channels[:3], wrn_channels[:3], strict=True)
         )
         self.mmu = ChannelAdapter(vmamba_channels[3], wrn_channels[3])
+        self.code_channels = wrn_channels[3]  # the fused tail F0 is R4 plus the adapted Z3
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         targets = [
@@ -78,10 +82,11 @@ class ManifoldPriorAffine(nn.Module):
     """MPA: priors for the student's 2nd and 3rd stages, projected from the fused tail (paper eq. 6).
 
     A shared 1x1 conv+BN+GELU, then one plain 1x1 head per injection point, each resized bilinearly
-    (align_corners=False) to twice and four times the tail's resolution.
+    (align_corners=False) to twice and four times the tail's resolution. `in_channels` is the tail's width and
+    `out_channels` the widths of the student stages the priors are added to.
     """
 
-    def __init__(self, in_channels: int = 2048, hidden: int = 1024, out_channels=(1024, 512)) -> None:
+    def __init__(self, in_channels: int, out_channels: Sequence[int], hidden: int = 1024) -> None:
         super().__init__()
         self.shared = nn.Sequential(*conv_bn(in_channels, hidden), nn.GELU())
         self.heads = nn.ModuleList(nn.Conv2d(hidden, c, 1, bias=False) for c in out_channels)

@@ -1,8 +1,10 @@
 """Student decoders (reverse-distillation "de-ResNets") and RD4AD's one-class bottleneck.
 
 One `DeResNetDecoder` class serves every variant: PDD's student is 3 stages x 2 blocks (pdd_official_code.md
-§1.6), RD4AD's de-wide-ResNet50 is the same stage design with [3, 4, 6] blocks. Both start from a 2048-channel
-code at 1/32 of the input and give three maps, 1024@1/16, 512@1/8 and 256@1/4.
+§1.6), RD4AD's de-wide-ResNet50 is the same stage design with [3, 4, 6] blocks. Both start from a code at 1/32
+of the input and give three maps at 1/16, 1/8 and 1/4 with the widths of the teacher's targets (for the
+wide-ResNet50-2 teacher: 2048 channels in, 1024, 512 and 256 out). Every width comes from the caller, which
+takes it from the teachers' feature_info.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from torchvision.models.resnet import Bottleneck
 
 PDD_STUDENT_BLOCKS = (2, 2, 2)
 RD4AD_STUDENT_BLOCKS = (3, 4, 6)
-STAGE_PLANES = (256, 128, 64)  # x4 expansion: stage outputs of 1024, 512, 256 channels
 WIDE_BASE_WIDTH = 128  # the "wide" in wide-ResNet50-2: bottleneck widths 512, 256, 128
 
 
@@ -75,12 +76,16 @@ class DeBottleneck(nn.Module):
 
 
 class DeResNetDecoder(nn.Module):
-    """Three upsampling stages; `forward` optionally adds a prior before stages 2 and 3 (the MPA injection)."""
+    """Three upsampling stages; `forward` optionally adds a prior before stages 2 and 3 (the MPA injection).
 
-    def __init__(self, blocks_per_stage: Sequence[int] = PDD_STUDENT_BLOCKS, in_channels: int = 2048) -> None:
+    `out_channels` are the widths of the maps it returns, highest resolution first (those of the targets).
+    """
+
+    def __init__(self, blocks_per_stage: Sequence[int], in_channels: int, out_channels: Sequence[int]) -> None:
         super().__init__()
         stages = []
-        for planes, blocks in zip(STAGE_PLANES, blocks_per_stage, strict=True):
+        for width, blocks in zip(reversed(out_channels), blocks_per_stage, strict=True):
+            planes = width // DeBottleneck.expansion
             layers = [DeBottleneck(in_channels, planes, upsample=True)]
             in_channels = planes * DeBottleneck.expansion
             layers += [DeBottleneck(in_channels, planes, upsample=False) for _ in range(blocks - 1)]
@@ -111,16 +116,17 @@ class OneClassBottleneck(nn.Module):
     """RD4AD's OCBE: multi-scale feature fusion of R1..R3, then a one-class embedding to 2048 channels at 1/32.
 
     Fusion brings R1 and R2 to R3's size and width with strided 3x3 convs and concatenates the three; the
-    embedding is one ResNet layer of 3 wide Bottlenecks, the first with stride 2.
+    embedding is one ResNet layer of 3 wide Bottlenecks, the first with stride 2. `channels` are R1..R3's widths.
     """
 
-    def __init__(self, channels: Sequence[int] = (256, 512, 1024), planes: int = 512, blocks: int = 3) -> None:
+    def __init__(self, channels: Sequence[int], planes: int = 512, blocks: int = 3) -> None:
         super().__init__()
         c1, c2, c3 = channels
         self.from_level1 = nn.Sequential(*_conv3x3_bn_relu(c1, c2, 2), *_conv3x3_bn_relu(c2, c3, 2))
         self.from_level2 = nn.Sequential(*_conv3x3_bn_relu(c2, c3, 2))
         fused = 3 * c3
         out_channels = planes * Bottleneck.expansion
+        self.code_channels = out_channels
         downsample = nn.Sequential(
             nn.Conv2d(fused, out_channels, 1, stride=2, bias=False), nn.BatchNorm2d(out_channels)
         )

@@ -69,6 +69,11 @@ class WideResNetTeacher(FrozenModule):
         self.weights_id = weights_fingerprint(self.weights_file)  # hashed once: the engine asks repeatedly
         self.freeze()
 
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Channels of the outputs, from timm's `feature_info`: the widths the adapters and students must match."""
+        return tuple(self.body.feature_info.channels())
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
             return self.body(x)
@@ -103,9 +108,9 @@ class VMambaTeacher(FrozenModule):
         self.freeze()
 
     @property
-    def channels(self) -> tuple[int, int, int, int]:
-        """Channels of Z0..Z3: every tap is after a merge that doubles the width, except the last stage."""
-        return (self.dims[1], self.dims[2], self.dims[3], self.dims[3])
+    def channels(self) -> tuple[int, ...]:
+        """Channels of Z0..Z3, from the backbone's timm-style `feature_info`."""
+        return tuple(info["num_chs"] for info in self.body.feature_info)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():

@@ -51,16 +51,24 @@ class PDDModel(nn.Module):
         self.options = options
         variant = options.variant
         self.teachers = Teachers(options)
+        # Every width below comes from the teachers' feature_info; the targets are wide-ResNet's R1..R3.
+        wrn_channels = self.teachers.wrn50.channels
+        target_channels = wrn_channels[:3]
         if variant.uses_vmamba:
-            self.neck: nn.Module = TeacherFusion(self.teachers.vmamba.channels)
+            self.neck: nn.Module = TeacherFusion(self.teachers.vmamba.channels, wrn_channels)
             blocks = PDD_STUDENT_BLOCKS
         else:
-            self.neck = OneClassBottleneck()
+            self.neck = OneClassBottleneck(target_channels)
             blocks = RD4AD_STUDENT_BLOCKS
-        self.mpa = ManifoldPriorAffine() if variant.uses_priors else None
+        code_channels = self.neck.code_channels
+        # The priors are added to the inputs of the students' 2nd and 3rd stages: R3's and R2's widths.
+        prior_channels = (target_channels[2], target_channels[1])
+        self.mpa = ManifoldPriorAffine(code_channels, prior_channels) if variant.uses_priors else None
         # With shared students (the released code) both paths run the same decoder.
         distinct = 1 if options.shared_students else len(variant.student_paths)
-        self.students = nn.ModuleList(DeResNetDecoder(blocks) for _ in range(distinct))
+        self.students = nn.ModuleList(
+            DeResNetDecoder(blocks, code_channels, target_channels) for _ in range(distinct)
+        )
         for module in self.trainable_modules():
             init_official_(module)
         self.criterion = PDDLoss(options)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from pdd.models.selective_scan import cross_scan_2d
+from pdd.ops import cross_scan_2d
 
 __all__ = ["VMamba", "vmamba_tiny", "VMAMBA_TINY_CONFIG", "checkpoint_to_vmamba_state_dict"]
 

@@ -66,3 +66,14 @@ def test_teacher_ignores_train_mode():
 def test_pretrained_vmamba_must_be_tiny():
     with pytest.raises(ConfigError, match="VMamba-Tiny"):
         VMambaTeacher(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64), pretrained=True)
+
+
+def test_teachers_report_the_widths_of_the_maps_they_return():
+    """`channels` (from the backbones' feature_info) is what PDDModel sizes the adapters and students with."""
+    images = torch.randn(1, 3, 64, 64)
+    wrn = WideResNetTeacher(layers=(1, 2, 3))
+    vmamba = VMambaTeacher(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
+    assert wrn.channels == (256, 512, 1024)
+    assert wrn.channels == tuple(f.shape[1] for f in wrn(images))
+    assert vmamba.channels == (16, 32, 64, 64)
+    assert vmamba.channels == tuple(f.shape[1] for f in vmamba(images))

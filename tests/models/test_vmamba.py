@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from pdd.models.selective_scan import available_backends, cross_scan_2d
+from pdd.ops import available_backends, cross_scan_2d
 from pdd.models.vmamba import VMamba, checkpoint_to_vmamba_state_dict, vmamba_tiny
 
 vmamba_module = importlib.import_module("pdd.models.vmamba")

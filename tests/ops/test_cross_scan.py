@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
-from pdd.models.selective_scan import available_backends, cross_scan_2d, selective_scan
-
-scan_module = importlib.import_module("pdd.models.selective_scan")
+from pdd.ops import available_backends, cpu_kernel, cross_scan_2d, selective_scan
 needs_kernel = pytest.mark.skipif("kernel" not in available_backends(), reason="no C compiler")
 
 
@@ -68,7 +64,7 @@ def test_matches_route_by_route_scans(backend, n_state, height, width):
 def test_auto_fuses_without_gradients_only(monkeypatch):
     """The fused kernel has no backward: with gradients the differentiable route-by-route path must run."""
     calls = []
-    monkeypatch.setattr(scan_module, "_cross_kernel_forward",
+    monkeypatch.setattr(cpu_kernel, "cross_scan_forward",
                         lambda *args: calls.append(1) or torch.zeros_like(args[0]))
     inputs = make_inputs()
     with torch.no_grad():

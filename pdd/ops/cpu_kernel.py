@@ -1,0 +1,141 @@
+"""The compiled CPU kernels: build `selective_scan.c` once per source, flags and CPU, load it with ctypes.
+
+The shared library is cached on disk (``~/.cache/pdd/kernels``, or ``PDD_KERNEL_DIR``) under a name keyed by
+the source's sha256, the compiler flags and the CPU. The compile runs under a file lock next to it, so that
+processes starting together on a cold cache (DDP ranks, parallel workflow jobs) compile once: the first
+builds, the others wait on the lock and load its result. The library is written atomically, so a reader
+never sees half of one. Without a working compiler (or with ``PDD_SCAN_KERNEL=0``) `load_kernel` gives
+None and the PyTorch scan is used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from pdd.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+SOURCE = "selective_scan.c"  # package data of pdd.ops
+MAX_STATE = 256  # the C loops keep the states in fixed arrays of this size
+# No -ffast-math: it would let gcc drop exp_f32's rounding trick, and gcc 12 links it with code that
+# sets flush-to-zero for the whole process. -fopenmp-simd only honours the `omp simd` pragma.
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC"]
+_COMPILE_TIMEOUT_S = 120
+# A waiting process gives up (and uses the PyTorch scan) only if the build holding the lock is stuck.
+_LOCK_TIMEOUT_S = 2 * _COMPILE_TIMEOUT_S
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PDD_KERNEL_DIR", Path.home() / ".cache" / "pdd" / "kernels"))
+
+
+def kernel_source() -> str:
+    return resources.files(__package__).joinpath(SOURCE).read_text()
+
+
+@functools.cache
+def load_kernel() -> ctypes.CDLL | None:
+    """The compiled kernels, built on first use (once across processes); None when no compiler works."""
+    if os.environ.get("PDD_SCAN_KERNEL", "1") == "0":
+        return None
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        log.info("selective_scan: no C compiler found; using the PyTorch scan")
+        return None
+    source = kernel_source()
+    source_sha256 = hashlib.sha256(source.encode()).hexdigest()
+    key = hashlib.sha256("\n".join([source_sha256, *FLAGS, platform.machine(), _cpu_flags()]).encode())
+    path = cache_dir() / f"selective_scan_{key.hexdigest()[:16]}.so"
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(path.with_suffix(".lock"), timeout=_LOCK_TIMEOUT_S):
+                if not path.exists():  # another process may have built it while this one waited
+                    _compile(compiler, source, path)
+        library = ctypes.CDLL(str(path))
+    except (OSError, subprocess.SubprocessError) as exc:  # filelock.Timeout is an OSError
+        log.warning("selective_scan: could not build the C kernel (%s); using the PyTorch scan", exc)
+        return None
+    library.selective_scan_rows.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 6
+    library.cross_scan_rows.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 6
+    for function in (library.selective_scan_rows, library.cross_scan_rows):
+        function.restype = None
+    return library
+
+
+def _compile(compiler: str, source: str, path: Path) -> None:
+    log.info("selective_scan: compiling the C kernel into %s", path)
+    with atomic_path(path) as tmp:
+        subprocess.run([compiler, *FLAGS, "-x", "c", "-", "-o", str(tmp)],
+                       input=source.encode(), check=True, capture_output=True, timeout=_COMPILE_TIMEOUT_S)
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags: a kernel built with -march=native must not be reused on another CPU."""
+    try:
+        return next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def scan_forward(u, dt, A, B, C) -> torch.Tensor:
+    """The core of `reference.DiagonalScan.forward` in C: u, dt (batch, channels, L); B, C (batch, G, N, L)."""
+    batch, channels, length = u.shape
+    check_state_size(A.shape[1])
+    u, dt, A = u.contiguous(), dt.contiguous(), A.contiguous()
+    B, C = B.transpose(-1, -2).contiguous(), C.transpose(-1, -2).contiguous()
+    y = torch.empty_like(u)
+    _run_rows(load_kernel().selective_scan_rows, batch * channels, u, dt, A, B, C, y,
+              channels, B.shape[1], length, A.shape[1])
+    return y
+
+
+def check_state_size(n_state: int) -> None:
+    if n_state > MAX_STATE:
+        raise ValueError(f"the C kernel supports N <= {MAX_STATE}; use backend='torch'")
+
+
+def cross_scan_forward(u, dt, A, B, C, D, height: int, width: int) -> torch.Tensor:
+    """`dispatch.cross_scan_2d` in one C pass over the pixels (no gradient); shapes as there."""
+    batch, channels, _ = u.shape
+    u, dt, A, D = (t.contiguous() for t in (u, dt, A, D))
+    B, C = B.transpose(-1, -2).contiguous(), C.transpose(-1, -2).contiguous()
+    y = torch.empty_like(u)
+    _run_rows(load_kernel().cross_scan_rows, batch * channels, u, dt, A, B, C, D, y,
+              channels, height, width, A.shape[1])
+    return y
+
+
+def _run_rows(function, rows: int, *arguments) -> None:
+    """Call `function(*pointers, *integers, row_begin, row_end)` on row ranges split evenly over torch's
+    threads: ctypes releases the GIL, so the threads run truly in parallel."""
+    values = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in arguments]
+    workers = max(1, min(torch.get_num_threads(), rows))
+    bounds = [rows * i // workers for i in range(workers + 1)]
+
+    def run(i: int) -> None:
+        function(*values, bounds[i], bounds[i + 1])
+
+    if workers == 1:
+        run(0)
+    else:
+        list(_thread_pool(workers).map(run, range(workers)))
+
+
+@functools.cache
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pdd-scan")
