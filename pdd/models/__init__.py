@@ -15,7 +15,7 @@ _LAZY = {
     "Variant": "pdd.models.options",
     "PDDModel": "pdd.models.torch_model",
     "build_pdd": "pdd.models.torch_model",
-    "selective_scan": "pdd.models.selective_scan",
+    "selective_scan": "pdd.ops",
     "VMamba": "pdd.models.vmamba",
     "vmamba_tiny": "pdd.models.vmamba",
 }
