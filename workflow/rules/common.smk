@@ -19,6 +19,31 @@ def _params_argv():
     return argv
 
 
+class Unrecorded:
+    """A `params:` value that the shell gets as its text and Snakemake's params rerun trigger never sees.
+
+    Snakemake records every str/int/list params value of a finished job and reruns the job when that set
+    changes; only each rule's `fingerprint` is meant to do that. The values wrapped in this are the same
+    for every job of one invocation (the `pdd` command, `--params/--set` arguments, results/tables
+    folders), but they differ between invocations: recorded as plain strings, one `--config set=[...]`
+    override or another `--config pdd=...` would rerun every job, training included, whichever keys it
+    reads. A non-builtin value is left out of the record (and, unlike a plain string, is not formatted
+    with the job's wildcards, so braces in an override stay as they are); `{params.x}` formats it back
+    to exactly the text the shell got before these went through `params:`."""
+
+    def __init__(self, text):
+        self.text = str(text)
+
+    def __str__(self):
+        return self.text
+
+    def __format__(self, spec):
+        return format(self.text, spec)
+
+    def __repr__(self):
+        return f"Unrecorded({self.text!r})"
+
+
 PDD = config.get("pdd", "pdd")
 PARAMS_ARGV = _params_argv()
 PARAMS_ARGS = shlex.join(PARAMS_ARGV)

@@ -9,14 +9,17 @@ if PLAN["synthetic_data"]:
             directory(f"{PATHS['prepared']}/{{dataset}}"),
         log:
             f"{LOGS}/data/{{dataset}}.log",
+        conda:
+            "../../environment.yml"
         params:
+            pdd=Unrecorded(PDD),
             seed=lambda w: DATASETS[w.dataset]["seed"],
             fingerprint=lambda w: fingerprint(DATASETS[w.dataset]),
             counts=lambda w: shlex.join(
                 [f"--{key.replace('_', '-')}={value}" for key, value in PLAN["synthetic"].items()]
             ),
         shell:
-            "{PDD} data synthetic {wildcards.dataset} --out {output} --seed {params.seed} {params.counts}"
+            "{params.pdd} data synthetic {wildcards.dataset} --out {output} --seed {params.seed} {params.counts}"
             " > {log} 2>&1"
 
 else:
@@ -29,8 +32,13 @@ else:
         log:
             f"{LOGS}/data/{{dataset}}-download.log",
         priority: 10  # data problems surface first, before hours of other jobs
+        conda:
+            "../../environment.yml"
+        params:
+            pdd=Unrecorded(PDD),
+            args=Unrecorded(PARAMS_ARGS),
         shell:
-            "{PDD} data download {wildcards.dataset} --raw {output} {PARAMS_ARGS} > {log} 2>&1"
+            "{params.pdd} data download {wildcards.dataset} --raw {output} {params.args} > {log} 2>&1"
 
     rule prepare:
         """Raw files -> train/good, test/<label>, ground_truth/, split.csv (checked and seeded)."""
@@ -41,11 +49,15 @@ else:
         log:
             f"{LOGS}/data/{{dataset}}-prepare.log",
         priority: 10
+        conda:
+            "../../environment.yml"
         params:
+            pdd=Unrecorded(PDD),
+            args=Unrecorded(PARAMS_ARGS),
             seed=lambda w: DATASETS[w.dataset]["seed"],
             fingerprint=lambda w: fingerprint(DATASETS[w.dataset]),
         shell:
-            "{PDD} data prepare {wildcards.dataset} --raw {input} --out {output} --seed {params.seed} {PARAMS_ARGS}"
+            "{params.pdd} data prepare {wildcards.dataset} --raw {input} --out {output} --seed {params.seed} {params.args}"
             " > {log} 2>&1"
 
 
@@ -58,8 +70,12 @@ for _teacher, _file in WEIGHTS.items():
             _file,
         log:
             f"{LOGS}/weights/{_teacher}.log",
+        conda:
+            "../../environment.yml"
         params:
+            pdd=Unrecorded(PDD),
+            args=Unrecorded(PARAMS_ARGS),
             teacher=_teacher,
             fingerprint=fingerprint(PLAN["weights"][_teacher]),
         shell:
-            "{PDD} weights fetch {params.teacher} {PARAMS_ARGS} > {log} 2>&1"
+            "{params.pdd} weights fetch {params.teacher} {params.args} > {log} 2>&1"

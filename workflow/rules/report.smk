@@ -8,10 +8,16 @@ rule table:
         report(f"{TABLES}/{{table}}.tex", category="Tables"),
     log:
         f"{LOGS}/tables/{{table}}.log",
+    conda:
+        "../../environment.yml"
     params:
+        pdd=Unrecorded(PDD),
+        args=Unrecorded(PARAMS_ARGS),
+        results=Unrecorded(RESULTS),
+        tables=Unrecorded(TABLES),
         fingerprint=lambda w: fingerprint(REPORTS[w.table]),
     shell:
-        "{PDD} tables {PARAMS_ARGS} --results {RESULTS} --out {TABLES} --only {wildcards.table} > {log} 2>&1"
+        "{params.pdd} tables {params.args} --results {params.results} --out {params.tables} --only {wildcards.table} > {log} 2>&1"
 
 
 rule replication_gap:
@@ -24,10 +30,16 @@ rule replication_gap:
         f"{TABLES}/replication_gap.tex",
     log:
         f"{LOGS}/tables/replication_gap.log",
+    conda:
+        "../../environment.yml"
     params:
+        pdd=Unrecorded(PDD),
+        args=Unrecorded(PARAMS_ARGS),
+        results=Unrecorded(RESULTS),
+        tables=Unrecorded(TABLES),
         fingerprint=fingerprint(REPORTS["replication_gap"]),
     shell:
-        "{PDD} tables {PARAMS_ARGS} --results {RESULTS} --out {TABLES} > {log} 2>&1"
+        "{params.pdd} tables {params.args} --results {params.results} --out {params.tables} > {log} 2>&1"
 
 
 rule figures:
@@ -37,10 +49,15 @@ rule figures:
         directory(f"{TABLES}/figures"),
     log:
         f"{LOGS}/figures.log",
+    conda:
+        "../../environment.yml"
     params:
+        pdd=Unrecorded(PDD),
+        args=Unrecorded(PARAMS_ARGS),
+        results=Unrecorded(RESULTS),
         fingerprint=fingerprint(REPORTS["figures"]),
     shell:
-        "{PDD} figures {PARAMS_ARGS} --results {RESULTS} --out {output} > {log} 2>&1"
+        "{params.pdd} figures {params.args} --results {params.results} --out {output} > {log} 2>&1"
 
 
 rule explain:
@@ -51,8 +68,12 @@ rule explain:
         directory(f"{TABLES}/explain"),
     log:
         f"{LOGS}/explain.log",
+    conda:
+        "../../environment.yml"
     params:
+        pdd=Unrecorded(PDD),
+        args=Unrecorded(PARAMS_ARGS),
         datasets=" ".join(PLAN["explain_datasets"]),
         fingerprint=fingerprint(REPORTS["explain"]),
     shell:
-        "{PDD} explain {PARAMS_ARGS} --datasets {params.datasets} --out {output} > {log} 2>&1"
+        "{params.pdd} explain {params.args} --datasets {params.datasets} --out {output} > {log} 2>&1"

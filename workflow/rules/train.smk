@@ -18,7 +18,11 @@ rule train:
         f"{LOGS}/train/{RUN_PATTERN}.log",
     benchmark:
         f"{BENCHMARKS}/train/{RUN_PATTERN}.tsv"
+    conda:
+        "../../environment.yml"
     params:
+        pdd=Unrecorded(PDD),
+        args=Unrecorded(PARAMS_ARGS),
         run_dir=lambda w: run_of(w)["run_dir"],
         # reruns the job when a key that training reads changes (never on eval or reporting edits)
         fingerprint=lambda w: fingerprint(run_of(w)["fingerprints"]["train"]),
@@ -28,7 +32,7 @@ rule train:
         mem_mb=32000,
         runtime=24 * 60,
     shell:
-        "{PDD} train {PARAMS_ARGS} --dataset {wildcards.dataset} --variant {wildcards.variant}"
+        "{params.pdd} train {params.args} --dataset {wildcards.dataset} --variant {wildcards.variant}"
         " --fidelity {wildcards.fidelity} --seed {wildcards.seed} --out {params.run_dir}"
         " --resume --restart-if-changed --no-progress > {log} 2>&1"
 
@@ -42,7 +46,11 @@ rule evaluate:
         f"{LOGS}/evaluate/{RUN_PATTERN}.log",
     benchmark:
         f"{BENCHMARKS}/evaluate/{RUN_PATTERN}.tsv"
+    conda:
+        "../../environment.yml"
     params:
+        pdd=Unrecorded(PDD),
+        args=Unrecorded(PARAMS_ARGS),
         run_dir=lambda w: run_of(w)["run_dir"],
         fingerprint=lambda w: fingerprint(run_of(w)["fingerprints"]["evaluate"]),
     threads: min(TRAIN_THREADS, 4)
@@ -51,4 +59,4 @@ rule evaluate:
         mem_mb=16000,
         runtime=2 * 60,
     shell:
-        "{PDD} evaluate {PARAMS_ARGS} --run {params.run_dir} > {log} 2>&1"
+        "{params.pdd} evaluate {params.args} --run {params.run_dir} > {log} 2>&1"
