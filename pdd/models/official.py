@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from pdd.errors import WeightsError
-from pdd.models.vmamba import _PDD_TO_CHECKPOINT_NAMES
+from pdd.models.vmamba import CHECKPOINT_TO_PDD_NAMES, PDD_TO_CHECKPOINT_NAMES
 
 OFFICIAL_SOURCE = "OxygenLu/PDD@573feed091ef67e4482e45dda6c8365c63505937"
 PARTS = ("decoder", "wrn50", "vmamba")
@@ -91,27 +91,16 @@ def _decoder_to_official(key: str) -> str | None:
 
 
 def _vmamba_to_pdd(key: str) -> str:
-    for pattern, replacement in _PDD_TO_CHECKPOINT_NAMES:
+    for pattern, replacement in PDD_TO_CHECKPOINT_NAMES:
         key = re.sub(pattern, replacement, key)
     return _PREFIX["vmamba"] + key
-
-
-# the inverse of `_PDD_TO_CHECKPOINT_NAMES` (VMamba v0 checkpoint names -> PDD's copy of VMamba)
-_CHECKPOINT_TO_OFFICIAL_NAMES = (
-    (r"^patch_embed\.proj\.", "patch_embed.0."),
-    (r"^patch_embed\.norm\.", "patch_embed.2."),
-    (r"^(layers\.\d+\.blocks\.\d+)\.ln_1\.", r"\1.norm."),
-    (r"^(layers\.\d+\.blocks\.\d+)\.self_attention\.", r"\1.op."),
-    (r"^(layers\.\d+\.downsample)\.norm\.", r"\1.1."),
-    (r"^(layers\.\d+\.downsample)\.reduction\.", r"\1.2."),
-)
 
 
 def _vmamba_to_official(key: str) -> str | None:
     if not key.startswith(_PREFIX["vmamba"]):
         return None
     key = key.removeprefix(_PREFIX["vmamba"])
-    for pattern, replacement in _CHECKPOINT_TO_OFFICIAL_NAMES:
+    for pattern, replacement in CHECKPOINT_TO_PDD_NAMES:
         key = re.sub(pattern, replacement, key)
     return key
 

@@ -27,16 +27,27 @@ __all__ = ["VMamba", "vmamba_tiny", "VMAMBA_TINY_CONFIG", "checkpoint_to_vmamba_
 
 VMAMBA_TINY_CONFIG: dict[str, Any] = dict(depths=(2, 2, 9, 2), dims=96, d_state=16, ssm_ratio=2.0, drop_path_rate=0.2)
 CLASSIFIER_KEYS = ("norm.weight", "norm.bias", "head.weight", "head.bias")
-# PDD's copy of the code (= VMamba's later root vmamba.py) names the same tensors differently.
-_PDD_TO_CHECKPOINT_NAMES = (
-    (r"^patch_embed\.0\.", "patch_embed.proj."),
-    (r"^patch_embed\.2\.", "patch_embed.norm."),
-    (r"^(layers\.\d+\.blocks\.\d+)\.norm\.", r"\1.ln_1."),
-    (r"^(layers\.\d+\.blocks\.\d+)\.op\.", r"\1.self_attention."),
-    (r"^(layers\.\d+\.downsample)\.1\.", r"\1.norm."),
-    (r"^(layers\.\d+\.downsample)\.2\.", r"\1.reduction."),
-    (r"^classifier\.(norm|head)\.", r"\1."),
+# PDD's copy of the code (= VMamba's later root vmamba.py) and the v0 ImageNet checkpoint name the same tensors
+# differently: (where the module sits, its name in the code, its name in the checkpoint), declared once for both
+# directions. The classifier has no counterpart in PDD's model, so only checkpoint -> code renames it.
+_CODE_AND_CHECKPOINT_NAMES = (
+    ("", "patch_embed.0", "patch_embed.proj"),
+    ("", "patch_embed.2", "patch_embed.norm"),
+    (r"layers\.\d+\.blocks\.\d+\.", "norm", "ln_1"),
+    (r"layers\.\d+\.blocks\.\d+\.", "op", "self_attention"),
+    (r"layers\.\d+\.downsample\.", "1", "norm"),
+    (r"layers\.\d+\.downsample\.", "2", "reduction"),
 )
+
+
+def _renames(source: int, target: int) -> tuple[tuple[str, str], ...]:
+    """(pattern, replacement) pairs renaming column `source` of `_CODE_AND_CHECKPOINT_NAMES` into `target`."""
+    return tuple((rf"^({scope}){re.escape(names[source])}\.", rf"\g<1>{names[target]}.")
+                 for scope, *names in _CODE_AND_CHECKPOINT_NAMES)
+
+
+PDD_TO_CHECKPOINT_NAMES = (*_renames(0, 1), (r"^classifier\.(norm|head)\.", r"\1."))
+CHECKPOINT_TO_PDD_NAMES = _renames(1, 0)
 _DIRECTIONS = 4  # row-major, column-major, and both reversed
 
 
@@ -219,7 +230,7 @@ def checkpoint_to_vmamba_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, 
         checkpoint = checkpoint["model"]
     state_dict = {}
     for key, value in checkpoint.items():
-        for pattern, replacement in _PDD_TO_CHECKPOINT_NAMES:
+        for pattern, replacement in PDD_TO_CHECKPOINT_NAMES:
             key = re.sub(pattern, replacement, key)
         if key not in CLASSIFIER_KEYS:
             state_dict[key] = value
