@@ -17,8 +17,8 @@ COMMAND_MODULES = (
     "pdd.data.cli",  # pdd data download|prepare|status|synthetic
     "pdd.engine.cli",  # pdd train, pdd evaluate
     "pdd.reporting.cli",  # pdd tables, pdd figures, pdd explain
-    "pdd.config_cli",  # pdd params check|show|plan
-    "pdd.weights_cli",  # pdd weights fetch (the workflow's teacher-weights jobs)
+    "pdd.config.cli",  # pdd params check|show|plan|dvc
+    "pdd.models.cli",  # pdd weights fetch|import-official
     "pdd.inference.cli",  # pdd export, pdd predict
 )
 

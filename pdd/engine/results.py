@@ -11,14 +11,16 @@ import importlib.metadata
 import json
 import subprocess
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pdd.errors import DataError
 from pdd.io import atomic_write_json
 from pdd.models.options import FidelityName, ScoringName, VariantName
+
+if TYPE_CHECKING:
+    import torch
 
 SCHEMA_VERSION = 1
 PROVENANCE_PACKAGES = ("pdd", "torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn")
@@ -197,6 +199,8 @@ def describe_device(device: torch.device, world_size: int = 1) -> str:
     """E.g. "cpu (2 threads)", "cuda (NVIDIA H200)", "cpu (1 threads) x2" for a 2-process run.
 
     CPU results are reproducible only at the same thread count (reduction order), so it is recorded."""
+    import torch  # here, not at the top: `pdd tables` reads metrics.json through this module without torch
+
     name = f"cpu ({torch.get_num_threads()} threads)"
     if device.type == "cuda":
         name = f"cuda ({torch.cuda.get_device_name(device)})"

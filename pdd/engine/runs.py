@@ -26,7 +26,7 @@ from pdd.engine.results import git_state, utc_now
 from pdd.engine.rundir import RUN_LAYOUT, RunDir
 from pdd.engine.teacher_cache import TeacherFeatureCache
 from pdd.errors import ConfigError, DataError, PDDError, WeightsError
-from pdd.fingerprints import Stage, leaf_keys, lookup
+from pdd.config.fingerprints import Stage, leaf_keys, lookup
 from pdd.io import atomic_write_json, sha256_file
 
 

@@ -20,10 +20,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, TypeAdapter, ValidationError
 
 from pdd.errors import ConfigError
+from pdd.models.pretrained import WRN50_TAGS
 
-# timm's bare name `wide_resnet50_2` resolves to `racm_in1k`, the weights PDD's code loads;
-# `tv_in1k` are torchvision's original weights (what RD4AD used).
-WRN50_TAGS = ("racm_in1k", "tv_in1k")
 
 UnitInterval = Annotated[float, Field(ge=0, le=1)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]

@@ -2,7 +2,7 @@
 
 Resolution order for each teacher: an explicit local file -> the cache directory (argument, else
 ``$PDD_WEIGHTS_DIR``, else ``~/.cache/pdd/weights``) -> a download into that cache (`pdd.fetch`:
-resumable, sha256 checked before the file takes its name). `pdd weights fetch` puts the files named
+resumable, sha256 checked before the file takes its name) against the pins of `pdd.models.pretrained`. `pdd weights fetch` puts the files named
 in params at their place the same way (`ensure_weights`). Offline and without the file, one
 `WeightsError` says which file is needed, where to put it and its expected sha256.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from torch import nn
 from pdd.errors import WeightsError
 from pdd.fetch import fetch_https, sha256_matches
 from pdd.io import sha256_file
-from pdd.models.options import WRN50_TAGS
+from pdd.models.pretrained import VMAMBA_TINY_WEIGHTS, WRN50_WEIGHTS, WeightsSpec
 
 __all__ = [
     "WeightsSpec",
@@ -42,37 +41,11 @@ log = logging.getLogger(__name__)
 RANDOM_INIT = "random-init"
 
 
-@dataclass(frozen=True)
-class WeightsSpec:
-    """One downloadable weights file. `sha256` may be a prefix (torch-hub file names carry 8 hex digits);
-    `pinned_by` names the setting that pins it (e.g. ``teachers.vmamba.sha256``), for messages."""
-
-    name: str
-    filename: str
-    url: str | None
-    sha256: str | None = None
-    note: str = ""
-    pinned_by: str | None = None
-
-
-VMAMBA_TINY_WEIGHTS = WeightsSpec(
-    name="VMamba-Tiny v0 (ImageNet-1k, top-1 82.2)",
-    filename="vssmtiny_dp01_ckpt_epoch_292.pth",
-    url="https://github.com/MzeroMiko/VMamba/releases/download/%23v0cls/vssmtiny_dp01_ckpt_epoch_292.pth",
-    sha256="dbc0cc4f5ec0e45db5fba7c939d2c7d9b617e891ac10766912a8d604c37c5e47",
-    note="sha256 as reported by a third-party runbook (91,649,482 bytes)",
-)
-
-
 def wrn50_weights_spec(tag: str = "racm_in1k") -> WeightsSpec:
-    """The file timm's pretrained config names for `wide_resnet50_2.<tag>` (sha256 prefix from its name)."""
-    if tag not in WRN50_TAGS:
-        raise WeightsError(f"unknown wide_resnet50_2 tag {tag!r}; choose one of {', '.join(WRN50_TAGS)}")
-    import timm
-
-    url = timm.models.get_pretrained_cfg(f"wide_resnet50_2.{tag}").url
-    filename = url.rsplit("/", 1)[-1]
-    return WeightsSpec(name=f"wide_resnet50_2.{tag}", filename=filename, url=url, sha256=filename.split("-")[-1][:8])
+    """The pinned file of `wide_resnet50_2.<tag>` (`pdd.models.pretrained`)."""
+    if tag not in WRN50_WEIGHTS:
+        raise WeightsError(f"unknown wide_resnet50_2 tag {tag!r}; choose one of {', '.join(WRN50_WEIGHTS)}")
+    return WRN50_WEIGHTS[tag]
 
 
 def default_cache_dir() -> Path:

@@ -146,8 +146,8 @@ def test_teacher_provenance_is_hashed_from_the_loaded_weights(engine_workspace, 
 def test_a_run_stays_evaluable_when_a_later_pdd_reads_other_training_keys(baseline_run, engine_workspace, tmp_path,
                                                                           monkeypatch):
     """The snapshots carry the train fingerprint they were trained under; evaluation matches them against the
-    record, not against what this version of `pdd.fingerprints` would compute."""
-    import pdd.fingerprints as fingerprints
+    record, not against what this version of `pdd.config.fingerprints` would compute."""
+    import pdd.config.fingerprints as fingerprints
     from pdd.engine import evaluate_run
 
     run_dir = _copy_run(baseline_run["run_dir"], tmp_path / "run")

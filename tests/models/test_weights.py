@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from pdd.config import load_params
 from pdd.errors import WeightsError
+from pdd.models.pretrained import WRN50_TAGS
 from pdd.models.vmamba import VMamba
 from pdd.models.weights import (
     RANDOM_INIT,
@@ -25,6 +27,7 @@ from pdd.models.weights import (
 )
 
 SMALL = dict(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64))
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 CLOSED_PORT_URL = "http://127.0.0.1:9/never-served.pth"  # discard port: nothing listens, fails at once
 
 
@@ -113,6 +116,25 @@ def test_non_tensor_checkpoint_is_refused_with_instructions(tmp_path):
         load_checkpoint(tmp_path / "pickled.pth")
     torch.save({"a": torch.ones(1)}, tmp_path / "plain.pth")
     assert list(load_checkpoint(tmp_path / "plain.pth")) == ["a"]
+
+
+@pytest.mark.parametrize("tag", WRN50_TAGS)
+def test_wide_resnet_pins_are_timms_pretrained_files(tag):
+    """pdd writes the URLs down once (`pdd.models.pretrained`) so that params validate without timm; timm decides."""
+    import timm
+
+    assert wrn50_weights_spec(tag).url == timm.models.get_pretrained_cfg(f"wide_resnet50_2.{tag}").url
+
+
+def test_params_take_url_and_sha256_from_the_pins_unless_set():
+    params = load_params(PARAMS)
+    assert (params.teachers.vmamba.url, params.teachers.vmamba.sha256) == (VMAMBA_TINY_WEIGHTS.url,
+                                                                           VMAMBA_TINY_WEIGHTS.sha256)
+    assert params.teachers.wrn50.url == wrn50_weights_spec("racm_in1k").url
+    assert load_params(PARAMS, ["teachers.wrn50.tag=tv_in1k"]).teachers.wrn50.url == wrn50_weights_spec("tv_in1k").url
+    own = load_params(PARAMS, ["teachers.vmamba.url=http://mirror/v.pth", "teachers.vmamba.sha256=null",
+                               "teachers.wrn50.url=null"]).teachers
+    assert (own.vmamba.url, own.vmamba.sha256, own.wrn50.url) == ("http://mirror/v.pth", None, None)
 
 
 def test_wide_resnet_specs_follow_timm():

@@ -96,7 +96,7 @@ def run_of(wildcards):
 
 def fingerprint(job):
     """A job's params fingerprint (`pdd params plan --json`): Snakemake reruns the job when it changes, and
-    only then; `pdd.fingerprints` says which keys each job reads."""
+    only then; `pdd.config.fingerprints` says which keys each job reads."""
     return job["fingerprint"]["sha256"] if "fingerprint" in job else job["sha256"]
 
 

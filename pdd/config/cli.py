@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from pdd.config import add_params_arguments, params_from_args
-from pdd.dvc_pipeline import render_dvc_yaml
+from pdd.config.dvc_pipeline import render_dvc_yaml
 from pdd.errors import ConfigError
 from pdd.io import atomic_write_text
 

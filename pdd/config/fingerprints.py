@@ -19,7 +19,8 @@ import json
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple
 
 if TYPE_CHECKING:
-    from pdd.config import Params, RunSpec
+    from pdd.config.plan import RunSpec
+    from pdd.config.schema import Params
 
 Key = tuple[str, ...]
 
@@ -191,7 +192,7 @@ def keys_of(params: Params, target: RunSpec | str, stage: Stage) -> list[Key]:
     `target` is a RunSpec for train and evaluate; for prepare, `data/<dataset>` or `weights/<teacher>` (a
     RunSpec stands for its dataset); for tables, a table name, `replication_gap`, `figures` or `explain`.
     """
-    from pdd.config import RunSpec
+    from pdd.config.plan import RunSpec
 
     stage = Stage(stage)
     if stage in (Stage.TRAIN, Stage.EVALUATE):
@@ -220,7 +221,8 @@ def owner_of(params: Params, key: str) -> Stage | None:
 
 def _all_job_keys(params: Params) -> Iterator[tuple[Stage, set[str]]]:
     """(stage, keys read) of every job the params can define (any dataset, variant, fidelity, seed)."""
-    from pdd.config import FIDELITIES, RunSpec
+    from pdd.config.plan import RunSpec
+    from pdd.config.schema import FIDELITIES
 
     runs = [RunSpec(d, v, f, s) for d in params.data.datasets for v in params.variants for f in FIDELITIES
             for s in params.seeds]

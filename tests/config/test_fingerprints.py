@@ -1,6 +1,6 @@
 """Which jobs a params edit reruns, derived from `Params.fingerprint` for every leaf key of params.yaml.
 
-The expected table is written out here from what each stage computes; the code's `pdd.fingerprints`
+The expected table is written out here from what each stage computes; the code's `pdd.config.fingerprints`
 must agree with it key by key, and an edit must change exactly the fingerprints of the jobs that read it.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pdd.config import FIDELITIES, RunSpec, load_params
-from pdd.fingerprints import EXPLAIN, FIGURES, LOCATION_KEYS, REPLICATION_GAP, TEACHERS, Stage, dotted, leaf_keys, owner_of
+from pdd.config.fingerprints import EXPLAIN, FIGURES, LOCATION_KEYS, REPLICATION_GAP, TEACHERS, Stage, dotted, leaf_keys, owner_of
 
 REPO = Path(__file__).resolve().parents[2]
 PREPARE, TRAIN, EVALUATE, TABLES = Stage.PREPARE, Stage.TRAIN, Stage.EVALUATE, Stage.TABLES

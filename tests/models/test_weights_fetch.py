@@ -9,7 +9,7 @@ import pytest
 
 from pdd.config import load_params
 from pdd.errors import WeightsError
-from pdd.weights_cli import fetch_weights
+from pdd.models.cli import fetch_weights
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 PAYLOAD = b"not really a checkpoint" * 1000
@@ -46,3 +46,20 @@ def test_unreachable_url_says_where_to_put_the_file(tmp_path, file_server):
     with pytest.raises(WeightsError) as raised:
         fetch_weights(params, "vmamba")
     assert str(target) in str(raised.value) and "teachers.pretrained=false" in str(raised.value)
+
+
+def test_the_pinned_wide_resnet_file_is_checked_by_the_digits_in_its_name(tmp_path, file_server, monkeypatch):
+    """`sha256: null` at the pinned URL still checks the 8 hex digits timm's file name carries."""
+    from pdd.models import pretrained
+
+    url = file_server.url("/wide_resnet50_racm-00000000.pth")
+    file_server.files["/wide_resnet50_racm-00000000.pth"] = PAYLOAD  # its sha256 does not start with 00000000
+    monkeypatch.setitem(pretrained.WRN50_WEIGHTS, "racm_in1k", pretrained._timm_hub_file("racm_in1k", url))
+    target = tmp_path / "weights" / "wrn.pth"
+    params = load_params(PARAMS, [f"teachers.wrn50.file={target}"])
+    with pytest.raises(WeightsError, match="00000000"):
+        fetch_weights(params, "wrn50")
+    assert not target.exists()
+    own = load_params(PARAMS, [f"teachers.wrn50.file={target}", f"teachers.wrn50.url={url}x"])
+    file_server.files["/wide_resnet50_racm-00000000.pthx"] = PAYLOAD
+    assert fetch_weights(own, "wrn50") == target  # a URL of one's own, no sha256 of one's own: not pinned

@@ -8,10 +8,12 @@ this module only reads `params.teachers` and adds what params users can change t
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from pdd.config import Params, add_params_arguments, params_from_args
 from pdd.errors import WeightsError
+from pdd.models.pretrained import VMAMBA_TINY_WEIGHTS, WRN50_WEIGHTS
 
 TEACHERS = ("vmamba", "wrn50")
 RANDOM_INIT_HINT = "; or run with random-init teachers (--set teachers.pretrained=false)"
@@ -19,13 +21,16 @@ RANDOM_INIT_HINT = "; or run with random-init teachers (--set teachers.pretraine
 
 def fetch_weights(params: Params, teacher: str) -> Path:
     """Return the verified file `params.teachers.<teacher>` names, downloading it first when it is missing."""
-    from pdd.models.weights import WeightsSpec, ensure_weights  # lazily: every `pdd` command imports this module
+    from pdd.models.weights import ensure_weights  # lazily: every `pdd` command imports this module
 
     if teacher not in TEACHERS:
         raise WeightsError(f"unknown teacher {teacher!r}; use one of: {', '.join(TEACHERS)}")
     settings = getattr(params.teachers, teacher)
-    spec = WeightsSpec(name=f"{teacher} teacher", filename=Path(settings.file).name, url=settings.url,
-                       sha256=settings.sha256, pinned_by=f"teachers.{teacher}.sha256")
+    pinned = VMAMBA_TINY_WEIGHTS if teacher == "vmamba" else WRN50_WEIGHTS[settings.tag]
+    # a url of one's own is checked only against a sha256 of one's own; the pin's file also by its name's digits
+    sha256 = settings.sha256 or (pinned.sha256 if settings.url == pinned.url else None)
+    spec = replace(pinned, filename=Path(settings.file).name, url=settings.url, sha256=sha256,
+                   pinned_by=f"teachers.{teacher}.sha256")
     return ensure_weights(spec, settings.file, hint=RANDOM_INIT_HINT)
 
 
