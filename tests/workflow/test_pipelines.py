@@ -1,5 +1,6 @@
-"""Real pipeline runs in a scratch copy of the repository: Snakemake and DVC build the same Table 1,
-and the paper profile stops at the first data job with that dataset's instructions."""
+"""Real pipeline runs in scratch copies of the repository: Snakemake and DVC build the same Table 1 (each once,
+shared by the tests that read it), rerun exactly what an edit invalidates, and the paper profile stops at the
+first data job with that dataset's instructions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,35 +28,80 @@ TINY_DEMO = {
     "train.batch_size": 4,
     "eval.batch_size": 4,
 }
-DEMO_OUTPUTS = ("results/demo", "data/demo", "paper_tables/demo")
 
 
 def _run(*command: str, cwd: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture()
-def scratch_repo(tmp_path) -> Path:
-    """The working tree's source files (what a fresh clone has) in a new git repository."""
+def _copy_of_the_working_tree(copy: Path) -> Path:
+    """The working tree's source files (what a fresh clone has) in a new git repository at `copy`."""
     listed = _run("git", "ls-files", "--cached", "--others", "--exclude-standard", cwd=REPO).stdout.split("\n")
-    copy = tmp_path / "repo"
     for name in filter(None, listed):
         source = REPO / name
         if source.is_file() and not name.startswith(("results/", "paper_tables/demo/")):
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, copy / name)
-    for command in (("git", "init", "-q"), ("git", "add", "-A"),
-                    ("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "scratch")):
-        assert _run(*command, cwd=copy).returncode == 0
+    _commit(copy, "scratch", init=True)
     return copy
 
 
-def _tiny_demo(repo: Path) -> None:
-    params_file = repo / "params.yaml"
-    params = yaml.safe_load(params_file.read_text())
+def _commit(repo: Path, message: str, init: bool = False) -> None:
+    for command in ((("git", "init", "-q"),) if init else ()) + (
+            ("git", "add", "-A"), ("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)):
+        _ok(_run(*command, cwd=repo))
+
+
+@pytest.fixture()
+def scratch_repo(tmp_path) -> Path:
+    return _copy_of_the_working_tree(tmp_path / "repo")
+
+
+def _table1_demo(repo: Path) -> Path:
+    """The smallest demo that still runs every job of Table 1 and the gap table: a plan of Table 1 only
+    (its four runs), tiny images, one epoch."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["plan"] = {"table1": params["plan"]["table1"]}
+    params["reporting"].update(figure_runs=[], explain_datasets=["headct"])
     params["profiles"]["demo"].update(TINY_DEMO)
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _run(str(BIN / "pdd"), "params", "dvc", cwd=repo).returncode == 0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _ok(_run(str(BIN / "pdd"), "params", "dvc", cwd=repo))
+    _commit(repo, "plan")
+    return repo
+
+
+TARGETS = ["paper_tables/demo/table1.tex", "paper_tables/demo/replication_gap.md"]
+SNAKEMAKE = [str(BIN / "snakemake"), "--cores", "2", *TARGETS, "--config", "profile=demo"]
+DVC_STAGES = ["demo-table1", "demo-replication_gap"]
+RUN_DIR = "results/demo/headct/full/code/seed0"
+
+
+@dataclass
+class Built:
+    """A scratch repository in which one engine built Table 1 and the gap table, and what it wrote."""
+
+    repo: Path
+    table1: str
+    metrics: dict
+
+
+def _built(repo: Path) -> Built:
+    return Built(repo, (repo / TARGETS[0]).read_text(), json.loads((repo / RUN_DIR / "metrics.json").read_text()))
+
+
+# Each engine builds the demo once, in its own copy, for every test of this module that reads its outputs
+@pytest.fixture(scope="module")
+def built_by_snakemake(tmp_path_factory) -> Built:
+    repo = _table1_demo(_copy_of_the_working_tree(tmp_path_factory.mktemp("snakemake") / "repo"))
+    _ok(_run(*SNAKEMAKE, cwd=repo))
+    return _built(repo)
+
+
+@pytest.fixture(scope="module")
+def built_by_dvc(tmp_path_factory) -> Built:
+    repo = _table1_demo(_copy_of_the_working_tree(tmp_path_factory.mktemp("dvc") / "repo"))
+    _ok(_run(str(BIN / "dvc"), "repro", *DVC_STAGES, cwd=repo))
+    return _built(repo)
 
 
 def _ok(result: subprocess.CompletedProcess) -> None:
@@ -62,22 +109,17 @@ def _ok(result: subprocess.CompletedProcess) -> None:
 
 
 @pytest.mark.slow
-def test_snakemake_and_dvc_build_the_same_demo_table1(scratch_repo):
-    _tiny_demo(scratch_repo)
-    table1 = scratch_repo / "paper_tables/demo/table1.tex"
-    _ok(_run(str(BIN / "snakemake"), "--cores", "2", "paper_tables/demo/table1.tex", "--config", "profile=demo",
-             cwd=scratch_repo))
-    by_snakemake = table1.read_text()
-    assert "demo" in by_snakemake.lower()
-    _ok(_run(str(BIN / "snakemake"), "paper_tables/demo/table1.tex", "--report", "report.html", "--config",
-             "profile=demo", cwd=scratch_repo))
-    assert (scratch_repo / "report.html").stat().st_size > 0
-    for output in DEMO_OUTPUTS:
-        shutil.rmtree(scratch_repo / output)
-    _ok(_run(str(BIN / "dvc"), "repro", "demo-table1", cwd=scratch_repo))
-    assert table1.read_text() == by_snakemake
-    status = _run(str(BIN / "dvc"), "status", "demo-table1", cwd=scratch_repo)
+def test_snakemake_and_dvc_build_the_same_demo_table1(built_by_snakemake, built_by_dvc):
+    assert "demo" in built_by_snakemake.table1.lower()
+    assert built_by_dvc.table1 == built_by_snakemake.table1
+    status = _run(str(BIN / "dvc"), "status", *DVC_STAGES, cwd=built_by_dvc.repo)
     assert status.returncode == 0 and "up to date" in status.stdout
+
+
+@pytest.mark.slow
+def test_snakemake_report_of_the_demo(built_by_snakemake):
+    _ok(_run(*SNAKEMAKE, "--report", "report.html", cwd=built_by_snakemake.repo))
+    assert (built_by_snakemake.repo / "report.html").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -120,30 +162,37 @@ def _edited(repo: Path, key: str, value) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def _restoring_params(repo: Path):
+    """Each RERUN_CASES edit in turn, params.yaml restored after each."""
+    original = (repo / "params.yaml").read_text()
+    for key, case in RERUN_CASES.items():
+        _edited(repo, key, case[0])
+        try:
+            yield key, case
+        finally:
+            (repo / "params.yaml").write_text(original)
+
+
 @pytest.mark.slow
-def test_both_engines_rerun_exactly_the_jobs_an_edit_invalidates(scratch_repo):
-    """Table 1 and the gap table (a plan of Table 1 only), built by Snakemake, then by DVC; after each edit both
-    name the same jobs as changed, and an evaluation or reporting edit never reaches training."""
-    params = yaml.safe_load((scratch_repo / "params.yaml").read_text())
-    params["plan"] = {"table1": params["plan"]["table1"]}  # its four runs, no other table's
-    params["reporting"].update(figure_runs=[], explain_datasets=["headct"])
-    params["profiles"]["demo"].update(TINY_DEMO)
-    (scratch_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _ok(_run(str(BIN / "pdd"), "params", "dvc", cwd=scratch_repo))
-    for command in (("git", "add", "-A"), ("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "plan")):
-        _ok(_run(*command, cwd=scratch_repo))
-    original = (scratch_repo / "params.yaml").read_text()
-    targets = ["paper_tables/demo/table1.tex", "paper_tables/demo/replication_gap.md"]
-    snakemake = [str(BIN / "snakemake"), "--cores", "2", *targets, "--config", "profile=demo"]
-    _ok(_run(*snakemake, cwd=scratch_repo))
-    run_dir = scratch_repo / "results/demo/headct/full/code/seed0"
+def test_dvc_reruns_exactly_the_stages_an_edit_invalidates(built_by_dvc):
+    for key, (_, direct, _) in _restoring_params(built_by_dvc.repo):
+        status = _run(str(BIN / "dvc"), "status", "--json", "--with-deps", *DVC_STAGES, cwd=built_by_dvc.repo)
+        _ok(status)
+        assert {_job_kind(stage) for stage in json.loads(status.stdout)} == direct, key
+
+
+@pytest.mark.slow
+def test_snakemake_reruns_exactly_the_jobs_an_edit_invalidates(built_by_snakemake):
+    """After each edit Snakemake names the same jobs as DVC, and an evaluation or reporting edit never reaches
+    training. Runs last in this module: it really reruns the evaluation of the last edit."""
+    repo, run_dir = built_by_snakemake.repo, built_by_snakemake.repo / RUN_DIR
     trained = {path.name: path.stat().st_ino for path in (run_dir / "snapshots").iterdir()}
     trained["trained.json"] = (run_dir / "trained.json").stat().st_mtime_ns
-    evaluated_under = json.loads((run_dir / "metrics.json").read_text())["provenance"]["fingerprints"]
+    evaluated_under = built_by_snakemake.metrics["provenance"]["fingerprints"]
 
     def snakemake_jobs() -> tuple[set[str], set[str]]:
         """(jobs rerun because their own params changed, every job a run would execute), from `snakemake -n`."""
-        result = _run(*snakemake, "-n", cwd=scratch_repo)
+        result = _run(*SNAKEMAKE, "-n", cwd=repo)
         _ok(result)
         blocks = [block for block in result.stdout.split("\n\n") if "rule " in block and "reason:" in block]
         rule = {block: block.split("rule ", 1)[1].split(":", 1)[0] for block in blocks}
@@ -151,25 +200,12 @@ def test_both_engines_rerun_exactly_the_jobs_an_edit_invalidates(scratch_repo):
         direct = {kind[rule[block]] for block in blocks if "Params have changed" in block}
         return direct, {kind[rule[block]] for block in blocks}
 
-    assert _run(*snakemake, "-n", cwd=scratch_repo).stdout.count("Nothing to be done") == 1
-    for key, (value, direct, everything) in RERUN_CASES.items():
-        _edited(scratch_repo, key, value)
+    assert _run(*SNAKEMAKE, "-n", cwd=repo).stdout.count("Nothing to be done") == 1
+    for key, (_, direct, everything) in _restoring_params(repo):
         assert snakemake_jobs() == (direct, everything), key
         if key == "eval.sigma":  # really run it: evaluation reruns, training and its snapshot stay untouched
-            _ok(_run(*snakemake, cwd=scratch_repo))
+            _ok(_run(*SNAKEMAKE, cwd=repo))
             after = {path.name: path.stat().st_ino for path in (run_dir / "snapshots").iterdir()}
             assert {**after, "trained.json": (run_dir / "trained.json").stat().st_mtime_ns} == trained
             now = json.loads((run_dir / "metrics.json").read_text())["provenance"]["fingerprints"]
             assert now["train"] == evaluated_under["train"] and now["evaluate"] != evaluated_under["evaluate"]
-        (scratch_repo / "params.yaml").write_text(original)
-
-    for output in DEMO_OUTPUTS:
-        shutil.rmtree(scratch_repo / output)
-    _ok(_run(str(BIN / "dvc"), "repro", "demo-table1", "demo-replication_gap", cwd=scratch_repo))
-    for key, (value, direct, _) in RERUN_CASES.items():
-        _edited(scratch_repo, key, value)
-        status = _run(str(BIN / "dvc"), "status", "--json", "--with-deps", "demo-table1", "demo-replication_gap",
-                      cwd=scratch_repo)
-        _ok(status)
-        assert {_job_kind(stage) for stage in json.loads(status.stdout)} == direct, key
-        (scratch_repo / "params.yaml").write_text(original)
