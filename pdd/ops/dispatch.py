@@ -210,9 +210,10 @@ def _triton_scan_module():
 
 def _auto_picks_triton(u: torch.Tensor, *others: torch.Tensor | None) -> bool:
     """"auto" on CUDA without mamba-ssm: the Triton kernel, unless a gradient is needed (it has no backward)."""
+    if not u.is_cuda or _mamba_scan_fn() is not None or _needs_grad(u, *others):
+        return False
     triton_scan = _triton_scan_module()
-    return (u.is_cuda and _mamba_scan_fn() is None and triton_scan is not None and triton_scan.runs_on(u)
-            and not _needs_grad(u, *others))
+    return triton_scan is not None and triton_scan.runs_on(u)
 
 
 def _triton_scan(u: torch.Tensor):
