@@ -73,7 +73,7 @@ def test_bf16_autocast_step_keeps_the_teachers_in_float32_and_stays_near_fp32(mo
     features, fp32_loss, fp32_gradients = training_step(gpu_model, images.cuda())
     bf16_features, bf16_loss, bf16_gradients = training_step(gpu_model, images.cuda(), bf16=True)
     assert all(f.dtype == torch.float32 for f in bf16_features.values())
-    assert all(torch.equal(bf16_features[name], f) for name, f in features.items())
+    assert all(relative_error(bf16_features[name], f.double()) <= 1e-6 for name, f in features.items())
     assert bf16_loss == pytest.approx(fp32_loss, rel=5e-2)  # bfloat16 keeps 8 mantissa bits
     assert gradient_error(bf16_gradients, fp32_gradients) <= 0.2
 
