@@ -1,6 +1,7 @@
 """Run every CPU benchmark of pdd in one process and print one table of ratios measured in this run.
 
     python -m benchmarks [--quick] [--only scan,forward,train,cache,inference,predict,pipeline] [--demo]
+    python -m benchmarks --device cuda [--quick] [--only forward,train,cache]   (benchmarks/device_check.sh)
 
 Writes results/benchmarks/<name>.json per benchmark and results/benchmarks/summary.json (machine,
 settings and every ratio). Times are medians of --repeats runs; the CPU may be shared, so compare
@@ -15,24 +16,32 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+
 from benchmarks.common import Ratio, Settings, machine
 from pdd.io import atomic_write_json
 
 BENCHMARKS = ("scan", "forward", "train", "cache", "inference", "predict", "pipeline")
+GPU_BENCHMARKS = ("forward", "train", "cache")  # the others time CPU-only paths (C kernel, CLI runs)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="128² inputs, batch 2, fewer scan stages (minutes)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the median is reported")
-    parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)} "
+                                        f"(with --device cuda: of {','.join(GPU_BENCHMARKS)}); default: all")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where models and data live")
     parser.add_argument("--demo", action="store_true", help="also time the snakemake demo end to end (minutes)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args()
-    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = sorted(set(args.only) - set(BENCHMARKS))
+    allowed = GPU_BENCHMARKS if args.device == "cuda" else BENCHMARKS
+    args.only = [name.strip() for name in (args.only or ",".join(allowed)).split(",") if name.strip()]
+    unknown = sorted(set(args.only) - set(allowed))
     if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+        parser.error(f"unknown benchmark(s) {unknown} for --device {args.device}; choose from {list(allowed)}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
     return args
 
 
@@ -47,13 +56,15 @@ def format_table(ratios: list[Ratio]) -> str:
 
 def main() -> None:
     args = parse_args()
-    settings = Settings(quick=args.quick, repeats=args.repeats)
+    settings = Settings(quick=args.quick, repeats=args.repeats, device=args.device)
     summary = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-               "settings": {"quick": args.quick, "repeats": args.repeats, "image_size": settings.image_size},
+               "settings": {"quick": args.quick, "repeats": args.repeats, "image_size": settings.image_size,
+                            "device": args.device},
                "method": "medians of --repeats timed runs after a warm-up; ratios compare two measurements of this "
                          "run; FLOPs from torch.utils.flop_counter (matmuls and convolutions; the scan is not counted)",
                "ratios": []}
-    print(f"pdd benchmarks on {summary['machine']['cpu']} ({summary['machine']['cores']} cores, torch "
+    on = f"{summary['machine']['gpu']} (CUDA {summary['machine']['cuda']}), host " if settings.on_gpu else ""
+    print(f"pdd benchmarks on {on}{summary['machine']['cpu']} ({summary['machine']['cores']} cores, torch "
           f"{summary['machine']['torch']}, {summary['machine']['torch_threads']} threads, load "
           f"{summary['machine']['load_average']}); medians of {args.repeats}", flush=True)
     ratios: list[Ratio] = []

@@ -1,18 +1,20 @@
 """Teacher forward throughput: VMamba-Tiny against timm's wide_resnet50_2 (features_only), no grad.
 
 FLOPs come from torch.utils.flop_counter (matmuls and convolutions; the selective scan itself is not
-counted, so VMamba's GFLOP/s understates its work). The fused cross scan is also compared with the
-route-by-route scans it replaced (same kernel per route, routes materialised and flipped in memory).
+counted, so VMamba's GFLOP/s understates its work). On the CPU the fused cross scan is also compared with the
+route-by-route scans it replaced (same kernel per route, routes materialised and flipped in memory); on a GPU
+(``--device cuda``) VMamba-Tiny is timed with each GPU scan backend, at 256² and batch 32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import timm
 import torch
 
-from benchmarks.common import Ratio, Settings, count_flops, median_seconds
+from benchmarks.common import Ratio, Settings, count_flops, median_seconds, peak_gpu_memory
 from pdd.models import vmamba as vmamba_module
 from pdd.ops import available_backends, cross_scan_2d
 from pdd.models.vmamba import vmamba_tiny
@@ -27,13 +29,27 @@ def measure(model: torch.nn.Module, images: torch.Tensor, repeats: int) -> dict:
             "gflops_per_image": flops / batch / 1e9, "gflops_per_s": flops / seconds / 1e9}
 
 
+GPU_BATCH = 32  # the target's batch on a GPU
+
+
+@contextlib.contextmanager
+def scan_backend(backend: str):
+    """VMamba's cross scans forced to `backend` for the duration (the model calls `cross_scan_2d` by name)."""
+    original = vmamba_module.cross_scan_2d
+    vmamba_module.cross_scan_2d = functools.partial(cross_scan_2d, backend=backend)
+    try:
+        yield
+    finally:
+        vmamba_module.cross_scan_2d = original
+
+
 def run(settings: Settings) -> dict:
-    batch = 2 if settings.quick else 8
-    images = torch.randn(batch, 3, settings.image_size, settings.image_size)
+    batch = GPU_BATCH if settings.on_gpu else settings.small_batch(8)
+    images = torch.randn(batch, 3, settings.image_size, settings.image_size, device=settings.device)
     torch.manual_seed(0)
-    vmamba = vmamba_tiny().eval()
-    wrn50 = timm.create_model("wide_resnet50_2", pretrained=False, features_only=True).eval()
-    report = {"batch": batch, "size": settings.image_size,
+    vmamba = vmamba_tiny().eval().to(settings.device)
+    wrn50 = timm.create_model("wide_resnet50_2", pretrained=False, features_only=True).eval().to(settings.device)
+    report = {"batch": batch, "size": settings.image_size, "device": settings.device,
               "vmamba_tiny": measure(vmamba, images, settings.repeats),
               "wide_resnet50_2": measure(wrn50, images, settings.repeats)}
     vm, wrn = report["vmamba_tiny"], report["wide_resnet50_2"]
@@ -43,15 +59,12 @@ def run(settings: Settings) -> dict:
         detail=f"{vm['images_per_s']:.2f} vs {wrn['images_per_s']:.2f} img/s; "
                f"{vm['gflops_per_s']:.1f} vs {wrn['gflops_per_s']:.1f} GFLOP/s counted",
     )]
-    if "kernel" in available_backends():
+    if settings.on_gpu:
+        ratios += _gpu_rows(report, vmamba, wrn50, images, settings)
+    elif "kernel" in available_backends():
         # The same model with the routes materialised and scanned one by one (the layout before fusion).
-        routed = functools.partial(cross_scan_2d, backend="kernel")
-        original = vmamba_module.cross_scan_2d
-        vmamba_module.cross_scan_2d = routed
-        try:
+        with scan_backend("kernel"):
             report["vmamba_tiny_route_by_route"] = measure(vmamba, images, settings.repeats)
-        finally:
-            vmamba_module.cross_scan_2d = original
         unfused = report["vmamba_tiny_route_by_route"]
         ratios.append(Ratio(
             "VMamba-Tiny fused cross scan vs route-by-route scans",
@@ -60,3 +73,23 @@ def run(settings: Settings) -> dict:
         ))
     report["ratios"] = ratios
     return report
+
+
+def _gpu_rows(report: dict, vmamba, wrn50, images: torch.Tensor, settings: Settings) -> list[Ratio]:
+    """Forward img/s of VMamba-Tiny per GPU scan backend, WRN50-2's, and the peak GPU memory of each model."""
+    rows = [Ratio(f"WRN50-2 forward ({settings.image_size}², batch {images.shape[0]})",
+                  report["wide_resnet50_2"]["images_per_s"], unit="img/s")]
+    for backend in [b for b in available_backends() if b != "kernel"]:
+        with scan_backend(backend):
+            report[f"vmamba_tiny_{backend}"] = measured = measure(vmamba, images, settings.repeats)
+        rows.append(Ratio(f"VMamba-Tiny forward, scan backend {backend}", measured["images_per_s"], unit="img/s",
+                          detail=f"{measured['seconds_per_batch'] * 1e3:.1f} ms/batch"))
+    if "vmamba_tiny_triton" in report:
+        rows.append(Ratio("VMamba-Tiny (Triton scan) vs WRN50-2 forward throughput",
+                          report["vmamba_tiny_triton"]["images_per_s"] / report["wide_resnet50_2"]["images_per_s"],
+                          ">= 0.5"))
+    for name, model in (("VMamba-Tiny", vmamba), ("WRN50-2", wrn50)):
+        with torch.inference_mode():
+            peak = peak_gpu_memory(lambda: model(images))
+        rows.append(Ratio(f"peak GPU memory, {name} forward (batch {images.shape[0]})", peak / 2**30, unit="GiB"))
+    return rows

@@ -4,7 +4,8 @@ Both steps are forward + backward + Adam on a batch at the same resolution, meas
 the figure of merit is achieved GFLOP/s (FLOPs from torch.utils.flop_counter), since the two do
 different amounts of work. The PDD step is measured in the default (contiguous) layout and in
 channels_last. Peak RSS of a real first-epoch step (teachers computed, no cache) is measured in a
-fresh process.
+fresh process. On a GPU (``--device cuda``) the step is also timed under bf16 autocast, and the peak GPU
+memory of a step is reported instead of the RSS.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Ratio, Settings, count_flops, median_seconds, run_isolated
+from benchmarks.common import Ratio, Settings, count_flops, median_seconds, peak_gpu_memory, run_isolated
 from pdd.engine.schedule import build_optimizer
 from pdd.models import build_pdd
 
@@ -21,29 +22,34 @@ BATCH = 10  # the authors' batch size
 PEAK_RSS_LIMIT_GIB = 8
 
 
-def pdd_step(memory_format: torch.memory_format, batch: int, size: int):
-    """A `full` model, its cached-feature batch and one optimiser step on it, in `memory_format`."""
+def pdd_step(memory_format: torch.memory_format, batch: int, size: int, device: str = "cpu", bf16: bool = False):
+    """A `full` model, its cached-feature batch and one optimiser step on it, in `memory_format`; `bf16`: the
+    loss under bfloat16 autocast, as `train.bf16_autocast` runs it (teacher features stay float32)."""
     torch.manual_seed(0)
-    model = build_pdd("full", "code", pretrained=False).train()
-    images = torch.randn(batch, 3, size, size)
+    model = build_pdd("full", "code", pretrained=False).train().to(device)
+    images = torch.randn(batch, 3, size, size, device=device)
     with torch.no_grad():
         features = model.teacher_features(images)
     model.to(memory_format=memory_format)
     features = {name: f.contiguous(memory_format=memory_format) for name, f in features.items()}
     optimizer = build_optimizer(model.student_parameters(), 2e-3, (0.5, 0.999))
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        model.loss_from_features(features)["total"].backward()
+        with autocast:
+            total = model.loss_from_features(features)["total"]
+        total.backward()
         optimizer.step()
 
     return step
 
 
-def wrn50_step(batch: int, size: int):
+def wrn50_step(batch: int, size: int, device: str = "cpu"):
     torch.manual_seed(0)
-    model = timm.create_model("wide_resnet50_2", pretrained=False).train()
-    images, labels = torch.randn(batch, 3, size, size), torch.randint(0, 1000, (batch,))
+    model = timm.create_model("wide_resnet50_2", pretrained=False).train().to(device)
+    images = torch.randn(batch, 3, size, size, device=device)
+    labels = torch.randint(0, 1000, (batch,), device=device)
     optimizer = build_optimizer(model.parameters(), 2e-3, (0.5, 0.999))
 
     def step() -> None:
@@ -79,17 +85,15 @@ for _ in range(2):
 
 
 def run(settings: Settings) -> dict:
-    batch, size = (2, settings.image_size) if settings.quick else (BATCH, settings.image_size)
-    report = {"batch": batch, "size": size,
-              "wide_resnet50_2": measure(wrn50_step(batch, size), batch, settings.repeats)}
-    for name, memory_format in (("pdd_full", torch.contiguous_format), ("pdd_full_channels_last", torch.channels_last)):
-        report[name] = measure(pdd_step(memory_format, batch, size), batch, settings.repeats)
-    wrn, best = report["wide_resnet50_2"], max(
-        ("pdd_full", "pdd_full_channels_last"), key=lambda name: report[name]["gflops_per_s"])
+    batch, size, device = settings.small_batch(BATCH), settings.image_size, settings.device
+    report = {"batch": batch, "size": size, "device": device,
+              "wide_resnet50_2": measure(wrn50_step(batch, size, device), batch, settings.repeats)}
+    formats = {"pdd_full": torch.contiguous_format, "pdd_full_channels_last": torch.channels_last}
+    for name, memory_format in formats.items():
+        report[name] = measure(pdd_step(memory_format, batch, size, device), batch, settings.repeats)
+    wrn, best = report["wide_resnet50_2"], max(formats, key=lambda name: report[name]["gflops_per_s"])
     pdd = report[best]
-    probe = run_isolated(PEAK_RSS_PROBE.format(batch=batch, size=size))
-    report["peak_rss_bytes"] = probe["peak_rss_bytes"]
-    report["ratios"] = [
+    ratios = [
         Ratio(f"train step `full` (cached features) vs WRN50-2 step, GFLOP/s ({size}², batch {batch})",
               pdd["gflops_per_s"] / wrn["gflops_per_s"], ">= 0.7",
               detail=f"{best}: {pdd['gflops_per_s']:.1f} vs {wrn['gflops_per_s']:.1f} GFLOP/s; "
@@ -97,7 +101,32 @@ def run(settings: Settings) -> dict:
         Ratio("train step `full`: channels_last vs contiguous",
               report["pdd_full"]["seconds_per_step"] / report["pdd_full_channels_last"]["seconds_per_step"],
               detail="speed-up of channels_last (> 1 means faster)"),
-        Ratio(f"peak RSS of training, first epoch ({size}², batch {batch})", probe["peak_rss_bytes"] / 2**30,
-              f"<= {PEAK_RSS_LIMIT_GIB}", unit="GiB", detail="fresh process: teachers + students + Adam"),
     ]
+    if settings.on_gpu:
+        ratios += _gpu_rows(report, formats[best], batch, size, settings)
+    else:
+        probe = run_isolated(PEAK_RSS_PROBE.format(batch=batch, size=size))
+        report["peak_rss_bytes"] = probe["peak_rss_bytes"]
+        ratios.append(Ratio(f"peak RSS of training, first epoch ({size}², batch {batch})",
+                            probe["peak_rss_bytes"] / 2**30, f"<= {PEAK_RSS_LIMIT_GIB}", unit="GiB",
+                            detail="fresh process: teachers + students + Adam"))
+    report["ratios"] = ratios
     return report
+
+
+def _gpu_rows(report: dict, memory_format: torch.memory_format, batch: int, size: int,
+              settings: Settings) -> list[Ratio]:
+    """The `full` step's img/s in float32 and under bf16 autocast (in the faster layout), and its peak GPU memory."""
+    fp32_step = pdd_step(memory_format, batch, size, settings.device)
+    report["pdd_full_bf16"] = bf16 = measure(pdd_step(memory_format, batch, size, settings.device, bf16=True),
+                                             batch, settings.repeats)
+    fp32 = report["pdd_full" if memory_format == torch.contiguous_format else "pdd_full_channels_last"]
+    fp32_step()  # Adam's state allocated, as in every step after the first
+    report["peak_gpu_memory_bytes"] = peak = peak_gpu_memory(fp32_step)
+    return [
+        Ratio(f"train step `full` fp32 ({size}², batch {batch})", fp32["images_per_s"], unit="img/s"),
+        Ratio(f"train step `full` bf16 autocast ({size}², batch {batch})", bf16["images_per_s"], unit="img/s"),
+        Ratio("train step `full`: bf16 autocast vs fp32", bf16["images_per_s"] / fp32["images_per_s"], ">= 1.5"),
+        Ratio(f"peak GPU memory, `full` train step (batch {batch})", peak / 2**30, unit="GiB",
+              detail="cached features: students + adapters + MPA + Adam"),
+    ]

@@ -23,14 +23,24 @@ from torch.utils.flop_counter import FlopCounterMode
 
 @dataclass(frozen=True)
 class Settings:
-    """How hard to measure: `quick` shrinks inputs and repetitions so the whole suite takes minutes."""
+    """How hard to measure: `quick` shrinks inputs and repetitions so the whole suite takes minutes (on a GPU
+    it keeps 256² and the full batches, which take seconds there); `device` is where models and data live."""
 
     quick: bool = False
     repeats: int = 3
+    device: str = "cpu"
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device == "cuda"
 
     @property
     def image_size(self) -> int:
-        return 128 if self.quick else 256
+        return 128 if self.quick and not self.on_gpu else 256
+
+    def small_batch(self, full: int) -> int:
+        """`full` images, or 2 under --quick on the CPU."""
+        return 2 if self.quick and not self.on_gpu else full
 
 
 @dataclass(frozen=True)
@@ -61,10 +71,27 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tupl
         result = fn()
     times = []
     for _ in range(max(1, repeats)):
+        _synchronize()
         start = time.perf_counter()
         result = fn()
+        _synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def _synchronize() -> None:
+    """Wait for queued GPU work, so that a timing covers the kernels a call launched (no-op on the CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def peak_gpu_memory(fn: Callable[[], Any]) -> int:
+    """Peak bytes the CUDA caching allocator handed out during one call of `fn`."""
+    _synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    _synchronize()
+    return torch.cuda.max_memory_allocated()
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -78,7 +105,10 @@ def count_flops(fn: Callable[[], Any]) -> int:
 def machine() -> dict[str, Any]:
     """What the numbers were measured on, including how busy the CPU was (timings are only comparable within a run)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {
+        "gpu": gpu,
+        "cuda": torch.version.cuda if gpu else None,
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without CUDA, Triton kernels can only run in Triton's interpreter (tests/ops/test_triton_scan.py). It is
+# chosen when `triton.jit` defines a kernel, including triton's own library at `import triton`, which timm
+# (through torch._dynamo) triggers early: so it is set here, before any test module is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"

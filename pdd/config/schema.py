@@ -77,6 +77,9 @@ class SyntheticParams(_Section):
     size: Annotated[int, Field(ge=16)] = 64
 
 
+TeacherCache = bool | Literal["auto"]  # auto: cache on the CPU, recompute on CUDA (Params.teacher_cache_enabled)
+
+
 class DatasetParams(_Section):
     """One dataset: a paper dataset of the registry (`kind: registry`, the default) or a user's own folder."""
 
@@ -87,7 +90,7 @@ class DatasetParams(_Section):
     normal_test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.4  # folder: normals drawn into test when unsplit
     seed: Seed | None = None  # None: data.split_seed
     classes: Annotated[list[Name], Field(min_length=1)] | None = None
-    teacher_cache: bool | None = None  # None: train.teacher_cache
+    teacher_cache: TeacherCache | None = None  # None: train.teacher_cache
 
     @model_validator(mode="after")
     def _folder_has_a_root(self) -> DatasetParams:
@@ -194,7 +197,7 @@ class TrainParams(_Section):
     batch_size: PositiveInt
     eval_every: PositiveInt  # a weights snapshot every N epochs (and at the end): what `pdd evaluate` selects from
     keep_snapshots: Literal["all", "selected"] = "all"  # selected: `pdd evaluate` prunes the unselected ones
-    teacher_cache: bool = True
+    teacher_cache: TeacherCache = True  # auto: by device (Params.teacher_cache_enabled)
     cache_fp16: bool | None = None  # None: fp32 under fidelity code (its exact numerics), fp16 under paper
     bf16_autocast: bool = False
     deterministic: bool = True
@@ -313,9 +316,16 @@ class Params(PlanQueries, _Section):
         fp16 = self.train.cache_fp16
         return "float16" if (fidelity != Fidelity.CODE.value if fp16 is None else fp16) else "float32"
 
-    def teacher_cache_enabled(self, dataset: str) -> bool:
+    def teacher_cache_enabled(self, dataset: str, device_type: str = "cpu") -> bool:
+        """Whether runs on `dataset` read the teachers' features from the disk cache on a `device_type` device.
+
+        `auto` caches on the CPU and recomputes on CUDA: a 256² image's features are ~4.6 MB in fp16 (both
+        teachers), and reading them back can be slower than a GPU's forward of the frozen teachers, while on a
+        CPU a cache hit replaces ~3.4 s an image of teacher forward (benchmarks/README.md). Planning without a device (`pdd params plan
+        --disk`) asks for the CPU: the most disk `auto` can take."""
         own = self.dataset(dataset).teacher_cache
-        return self.train.teacher_cache if own is None else own
+        setting = self.train.teacher_cache if own is None else own
+        return device_type != "cuda" if setting == "auto" else setting
 
     def variant(self, name: str) -> VariantParams:
         if name not in self.variants:

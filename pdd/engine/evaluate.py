@@ -239,7 +239,8 @@ def evaluate_run(
                 "snapshots_scored": sorted(selection.per_epoch),
                 "params_not_applied": not_applied,
                 "evaluation": {"eval": params.eval.model_dump(mode="json"),
-                               "teacher_features": run.teacher_feature_dtype()},
+                               "teacher_features": run.teacher_feature_dtype(device.type),
+                               "teacher_cache": params.teacher_cache_enabled(record.dataset, device.type)},
                 "weights_source": record.imported,
             },
         }

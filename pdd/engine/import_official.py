@@ -105,7 +105,7 @@ def import_official(
             log.info("epoch %d: %s -> %s", found, path, directory.snapshot(found))
         provenance = {"trained_by": TRAINED_BY, "files": imported}
         record = context.new_record(params_file, list(overrides), identity, device="unknown (trained by the "
-                                    "official code)")
+                                    "official code)", teacher_cache=None)
         record.imported = provenance
         record.write(directory)
         atomic_write_json(directory.trained_marker, {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ from pdd.engine.teacher_cache import TeacherFeatureCache
 from pdd.errors import ConfigError, DataError, PDDError, WeightsError
 from pdd.config.fingerprints import Stage, leaf_keys, lookup
 from pdd.io import atomic_write_json, sha256_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class RunRecord:
     git_commit: str
     git_dirty: bool | None
     device: str
+    # whether training read the teachers' features from the cache (train.teacher_cache resolved on `device`;
+    # None in records written before `auto` existed, when params said it outright)
+    teacher_cache: bool | None = None
     layout: int = RUN_LAYOUT
     created: str = field(default_factory=utc_now)
     # weights trained elsewhere (`pdd weights import-official`): who trained them and each file's sha256
@@ -220,20 +226,28 @@ class RunContext:
         return DataLoader(dataset, batch_size=self.params.eval.batch_size, shuffle=False,
                           num_workers=self.params.train.num_workers, worker_init_fn=seeded_worker)
 
-    def teacher_feature_dtype(self) -> str:
+    def teacher_feature_dtype(self, device_type: str) -> str:
         """The precision the students see teacher features in: the cache's storage type, or float32 live."""
-        if self.params.teacher_cache_enabled(self.spec.dataset):
+        if self.params.teacher_cache_enabled(self.spec.dataset, device_type):
             return self.params.cache_dtype(self.spec.fidelity)
         return "float32"
 
     def teacher_cache(self, model: torch.nn.Module) -> TeacherFeatureCache | None:
-        if not self.params.teacher_cache_enabled(self.spec.dataset):
+        """The disk cache of the teachers' features, or None (recompute them): decided for the device the model
+        is on (`train.teacher_cache: auto` depends on it), and logged."""
+        device_type = next(model.parameters()).device.type
+        enabled = self.params.teacher_cache_enabled(self.spec.dataset, device_type)
+        log.info("teacher features of %s on %s: %s (train.teacher_cache, per dataset "
+                 "data.datasets.<name>.teacher_cache)", self.spec.dataset, device_type,
+                 "read from the disk cache" if enabled else "recomputed every batch")
+        if not enabled:
             return None
-        dtype = getattr(torch, self.teacher_feature_dtype())
+        dtype = getattr(torch, self.teacher_feature_dtype(device_type))
         root = Path(self.params.paths.cache) / "teacher_features"
         return TeacherFeatureCache(root, model.teacher_fingerprint(), self.params.data.image_size, dtype)
 
-    def new_record(self, params_file: str | Path, overrides: list[str], identity: RunIdentity, device: str) -> RunRecord:
+    def new_record(self, params_file: str | Path, overrides: list[str], identity: RunIdentity, device: str,
+                   teacher_cache: bool | None) -> RunRecord:
         commit, dirty = git_state()
         params = self.params
         return RunRecord(
@@ -241,7 +255,7 @@ class RunContext:
             params_file=str(params_file), profile=params.profile, overrides=list(overrides), arch=self.arch,
             params=params.model_dump(mode="json"), params_sha256=params.sha256(), identity=asdict(identity),
             image_size=params.data.image_size, epochs=params.train.epochs,
-            demo=params.demo_only, git_commit=commit, git_dirty=dirty, device=device,
+            demo=params.demo_only, git_commit=commit, git_dirty=dirty, device=device, teacher_cache=teacher_cache,
         )
 
 

@@ -200,7 +200,8 @@ class _Trainer:
         if self.context.is_main:
             self.dir.trained_marker.unlink(missing_ok=True)
             self.run_context.new_record(self.params_file, self.overrides, self.identity,
-                                        describe_device(self.context.device, self.context.world_size)).write(self.dir)
+                                        describe_device(self.context.device, self.context.world_size),
+                                        teacher_cache=self.cache is not None).write(self.dir)
         live = self._open_live() if self.context.is_main else None
         steps_per_epoch = len(self.loader)
         bar = tqdm(total=self.train_cfg.epochs * steps_per_epoch, initial=self.epoch * steps_per_epoch,

@@ -9,6 +9,8 @@ For every batch item, channel c (of group g) and state n::
 Backends, picked per call by `dispatch`:
 
 * ``cuda``: mamba-ssm's fused kernel, when it imports and the tensors live on a GPU;
+* ``triton``: our Triton kernel of `triton_scan` (forward only: the scan runs in the frozen teacher),
+  picked on a GPU when mamba-ssm is absent and no gradient is needed;
 * ``kernel``: the C loops of ``selective_scan.c`` (package data), compiled once with the system C compiler
   and called through ctypes by `cpu_kernel` (float32 forward on the CPU). They keep the 16 states in
   registers instead of materialising (L, D, N) tensors, which makes them ~3x faster than the best
@@ -16,7 +18,7 @@ Backends, picked per call by `dispatch`:
 * ``torch``: the time-blocked PyTorch scan of `reference`, on any device and dtype, also the autograd path.
 
 `cross_scan_2d` is VMamba's four-route scan over an image built on the same kernels: fused into one
-C loop without gradients, route by route through `selective_scan` with them.
+C loop (CPU) or one Triton launch (GPU) without gradients, route by route through `selective_scan` with them.
 
 The recurrence is evaluated step by step in every backend. It only ever multiplies by decays in
 (0, 1], so nothing under- or overflows at L = 4096, unlike closed forms built on cumulative products.

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pdd.ops import cpu_kernel
 from pdd.ops.reference import DiagonalScan
 
-BACKENDS = ("auto", "cuda", "kernel", "torch")
+BACKENDS = ("auto", "cuda", "triton", "kernel", "torch")
 ROUTES = 4  # cross_scan_2d: row-major, column-major, and both reversed
 
 
@@ -35,7 +35,7 @@ def selective_scan(
         B, C: (batch, N, L), or grouped (batch, G, N, L) where channel c uses group c // (channels // G).
         D: (channels,) skip weights. z: (batch, channels, L) gate. delta_bias: (channels,).
         delta_softplus: apply softplus to delta + delta_bias.
-        backend: "auto" (the fastest available), or force "cuda", "kernel" or "torch".
+        backend: "auto" (the fastest available), or force "cuda", "triton", "kernel" or "torch".
 
     Returns:
         y of shape (batch, channels, L) and dtype of u.
@@ -47,6 +47,8 @@ def selective_scan(
         if _mamba_scan_fn() is None or not u.is_cuda:
             raise RuntimeError("backend='cuda' needs mamba-ssm installed (pip install 'pdd[cuda]') and CUDA tensors")
         return _mamba_scan_fn()(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if backend == "triton" or (backend == "auto" and _auto_picks_triton(u, delta, A, B, C, D, z, delta_bias)):
+        return _triton_scan(u).selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
     out_dtype = u.dtype
     dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
@@ -76,6 +78,9 @@ def available_backends() -> list[str]:
         names.append("kernel")
     if _mamba_scan_fn() is not None and torch.cuda.is_available():
         names.append("cuda")
+    # Not under Triton's interpreter on the CPU: it is for testing the kernel, ~1000x too slow for a model.
+    if torch.cuda.is_available() and _triton_scan_module() is not None:
+        names.append("triton")
     return names
 
 
@@ -96,15 +101,17 @@ def cross_scan_2d(
 
     Every input is in pixel (row-major) order, so a caller never builds the routes. The ``fused`` C
     kernel walks each route over the same memory (nothing is copied, transposed or flipped; routes and
-    skips are summed in place) but has no backward. The other backends materialise the routes and scan
+    skips are summed in place) but has no backward; the ``triton`` kernel does the same on the GPU
+    (`pdd.ops.triton_scan`, also forward-only). The other backends materialise the routes and scan
     them with `selective_scan` of that backend: the differentiable reference.
 
     Args:
         u: (batch, channels, L), L = height * width.
         dt: (batch, 4, channels, L) step sizes, already biased and activated (softplus).
         A: (4 * channels, N). B, C: (batch, 4, N, L). D: (4 * channels,).
-        backend: "auto" (``fused`` when no gradient is needed and the inputs are float32 CPU tensors,
-            else `selective_scan`'s "auto"), "fused", or a `selective_scan` backend for route-by-route scans.
+        backend: "auto" (without gradients: ``fused`` for float32 CPU tensors, ``triton`` for CUDA tensors
+            when mamba-ssm is absent; else `selective_scan`'s "auto"), "fused", "triton", or a
+            `selective_scan` backend for route-by-route scans.
 
     Returns:
         y of shape (batch, channels, L).
@@ -118,8 +125,9 @@ def cross_scan_2d(
             raise ValueError(f"cross_scan_2d: {name} must be {expected[name]} for u {tuple(u.shape)} on a "
                              f"{height}x{width} grid; got {tuple(tensor.shape)}")
     inputs = (u, dt, A, B, C, D)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    fusable = (not needs_grad and n_state <= cpu_kernel.MAX_STATE and cpu_kernel.load_kernel() is not None
+    if backend == "triton" or (backend == "auto" and _auto_picks_triton(*inputs)):
+        return _triton_scan(u).cross_scan_2d(u, dt, A, B, C, D, height, width)
+    fusable = (not _needs_grad(*inputs) and n_state <= cpu_kernel.MAX_STATE and cpu_kernel.load_kernel() is not None
                and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in inputs))
     if backend == "fused" and not fusable:
         raise RuntimeError("backend='fused' needs float32 CPU tensors without gradients, N <= "
@@ -152,6 +160,10 @@ def _pixel_order(x: torch.Tensor, route: int, height: int, width: int) -> torch.
     return x
 
 
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
     if u.dim() != 3 or delta.shape != u.shape:
         raise ValueError(f"u and delta must both be (batch, channels, L); got {tuple(u.shape)}, {tuple(delta.shape)}")
@@ -182,3 +194,31 @@ def _mamba_scan_fn():
     except Exception:  # ImportError, or its CUDA extension failing to load
         return None
     return selective_scan_fn
+
+
+# --- Triton (GPU without mamba-ssm) -----------------------------------------------------------
+
+
+@functools.cache
+def _triton_scan_module():
+    try:
+        from pdd.ops import triton_scan
+    except ImportError:  # triton is not installed
+        return None
+    return triton_scan
+
+
+def _auto_picks_triton(u: torch.Tensor, *others: torch.Tensor | None) -> bool:
+    """"auto" on CUDA without mamba-ssm: the Triton kernel, unless a gradient is needed (it has no backward)."""
+    if not u.is_cuda or _mamba_scan_fn() is not None or _needs_grad(u, *others):
+        return False
+    triton_scan = _triton_scan_module()
+    return triton_scan is not None and triton_scan.runs_on(u)
+
+
+def _triton_scan(u: torch.Tensor):
+    triton_scan = _triton_scan_module()
+    if triton_scan is None or not triton_scan.runs_on(u):
+        raise RuntimeError("backend='triton' needs triton installed and CUDA tensors "
+                           "(or CPU tensors with TRITON_INTERPRET=1 set before triton is imported)")
+    return triton_scan

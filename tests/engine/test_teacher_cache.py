@@ -1,3 +1,7 @@
+import logging
+from types import SimpleNamespace
+
+import pytest
 import torch
 
 from pdd.engine.teacher_cache import TeacherFeatureCache
@@ -77,3 +81,35 @@ def test_corrupt_entry_is_recomputed(tmp_path):
     again = cache.features(teacher, images, keys)
     assert teacher.images_seen == 3
     assert torch.equal(again["z0"], expected["z0"])
+
+
+@pytest.mark.parametrize("train_setting, dataset_setting, on_cpu, on_cuda", [
+    ("auto", None, True, False),  # auto: cache on the CPU, recompute on CUDA
+    ("true", None, True, True),
+    ("false", None, False, False),
+    ("true", "auto", True, False),  # the dataset's own setting wins
+    ("auto", "false", False, False),
+])
+def test_teacher_cache_policy_by_device(engine_workspace, train_setting, dataset_setting, on_cpu, on_cuda):
+    overrides = [f"train.teacher_cache={train_setting}"]
+    if dataset_setting is not None:
+        overrides.append(f"data.datasets.headct.teacher_cache={dataset_setting}")
+    params = engine_workspace.params(*overrides)
+    assert params.teacher_cache_enabled("headct", "cpu") is on_cpu
+    assert params.teacher_cache_enabled("headct", "cuda") is on_cuda
+    assert params.teacher_cache_enabled("headct") is on_cpu  # planning (disk): the CPU's, the most disk
+
+
+def test_auto_decides_by_the_models_device_and_logs_it(engine_workspace, tmp_path, caplog):
+    from pdd.config import RunSpec
+    from pdd.engine.rundir import RunDir
+    from pdd.engine.runs import RunContext
+
+    params = engine_workspace.params("train.teacher_cache=auto", f"paths.cache={tmp_path}")
+    context = RunContext(params, RunSpec("headct", "full", "code", 0), RunDir(tmp_path / "run"))
+    with caplog.at_level(logging.INFO, logger="pdd.engine.runs"):
+        assert context.teacher_cache(context.build_model()) is not None
+        on_gpu = SimpleNamespace(parameters=lambda: iter([SimpleNamespace(device=torch.device("cuda"))]))
+        assert context.teacher_cache(on_gpu) is None
+    assert "headct on cpu: read from the disk cache" in caplog.text
+    assert "headct on cuda: recomputed every batch" in caplog.text

@@ -43,6 +43,9 @@ def test_train_and_evaluate_write_a_valid_run(baseline_run, engine_workspace):
 
     assert document["run"]["demo"] is True and document["run"]["epochs"] == 2
     assert set(document["provenance"]["teacher_weights"].values()) == {"random-init"}
+    # the teacher-cache decision, resolved for the device, is recorded by training and by evaluation
+    assert json.loads((run_dir / "run.json").read_text())["teacher_cache"] is True
+    assert document["provenance"]["evaluation"]["teacher_cache"] is True
     assert set(document["metrics"]) == {"ts", "ss"}  # `full` has two students
     for scoring in ("ts", "ss"):
         last, best = document["metrics"][scoring]["last"], document["metrics"][scoring]["best_of_test"]

@@ -160,7 +160,7 @@ def test_falls_back_to_torch_when_the_kernel_cannot_be_built(monkeypatch, tmp_pa
     monkeypatch.setattr(cpu_kernel.shutil, "which", lambda name: "/bin/false" if name == "false" else None)
     cpu_kernel.load_kernel.cache_clear()
     try:
-        assert available_backends() == ["torch"] or "cuda" in available_backends()
+        assert "kernel" not in available_backends()
         assert "could not build the C kernel" in caplog.text
         inputs = make_inputs(length=16)
         reference = sequential_reference(**inputs, delta_softplus=True)
