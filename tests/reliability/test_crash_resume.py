@@ -1,5 +1,5 @@
-"""Training killed, out of disk, diverging or raced: it resumes to the same metrics as an uninterrupted
-run, and no partial checkpoint, metrics.json or per-epoch evaluation ever sits under its final name.
+"""Training killed, out of disk, diverging or raced: it resumes to the same metrics, losses and weights as an
+uninterrupted run (a half-trained run is neither evaluated nor restarted without --resume), and no partial checkpoint, metrics.json or per-epoch evaluation ever sits under its final name.
 
 Faults are injected at the operating-system boundary of a real `pdd` process (faults/sitecustomize.py)
 and the process is killed with SIGKILL, so nothing in the code under test gets a chance to clean up.
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from pdd.engine.checkpoint import load_checkpoint, load_snapshot
 from pdd.engine.results import read_metrics
@@ -57,6 +58,10 @@ def test_killed_and_disk_full_runs_resume_to_the_same_metrics(workspace, baselin
     assert killed.returncode == -9
     assert _epoch(run_dir) == 1
     _assert_final_names_are_whole(run_dir)
+    unfinished = procs.run_pdd(*workspace.evaluate_args(run_dir))
+    assert unfinished.returncode == 2 and "finished 1 of 2 epochs" in unfinished.stderr, unfinished.stderr[-3000:]
+    not_resumed = procs.run_pdd(*workspace.train_args(run_dir))
+    assert not_resumed.returncode == 2 and "--resume" in not_resumed.stderr, not_resumed.stderr[-3000:]
 
     full = procs.run(resume, faults=[DISK_FULL_AT_CHECKPOINT])
     assert full.returncode == 2, full.stderr[-3000:]
@@ -81,6 +86,11 @@ def test_killed_and_disk_full_runs_resume_to_the_same_metrics(workspace, baselin
 
     assert read_metrics(run_dir / "metrics.json")["metrics"] == read_metrics(baseline_run / "metrics.json")["metrics"]
     assert _losses(run_dir) == _losses(baseline_run)
+    for epoch in (1, 2):
+        resumed, uninterrupted = (load_snapshot(d / "snapshots" / f"epoch_{epoch:03d}.safetensors")[0]
+                                  for d in (run_dir, baseline_run))
+        assert resumed.keys() == uninterrupted.keys()
+        assert all(torch.equal(resumed[key], uninterrupted[key]) for key in uninterrupted), f"epoch {epoch}"
 
 
 def test_disk_full_while_writing_metrics_keeps_the_previous_file(workspace, baseline_run, procs):
