@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import run_pdd
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PYTHON_M_PDD = (sys.executable, "-m", "pdd")
 
 
 @dataclass
@@ -44,12 +47,15 @@ class EngineWorkspace:
         return ["evaluate", "--params", str(self.params_file), "--run", str(run_dir), "--no-progress"]
 
     @staticmethod
-    def run(*args: str, env: dict[str, str] | None = None, launcher: tuple[str, ...] = (sys.executable, "-m", "pdd"),
+    def run(*args: str, env: dict[str, str] | None = None, launcher: tuple[str, ...] = PYTHON_M_PDD,
             ) -> tuple[subprocess.CompletedProcess, float]:
-        """Run `pdd ARGS` in a fresh interpreter (as a user would); returns the process and its wall time."""
+        """Run `pdd ARGS` in a fresh process (as a user would; `tests.processes`); returns it and its wall time."""
         started = time.perf_counter()
-        process = subprocess.run([*launcher, *args], capture_output=True, text=True, cwd=REPO_ROOT,
-                                 env={**os.environ, **(env or {})}, timeout=900)
+        if launcher == PYTHON_M_PDD:
+            process = run_pdd(list(args), cwd=REPO_ROOT, env=env)  # forked from a preloaded interpreter
+        else:
+            process = subprocess.run([*launcher, *args], capture_output=True, text=True, cwd=REPO_ROOT,
+                                     env={**os.environ, **(env or {})}, timeout=900)
         return process, time.perf_counter() - started
 
 
