@@ -59,16 +59,15 @@ def relative_error(y, reference):
     return ((y.double() - reference).abs().max() / reference.abs().max()).item()
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize(
-    "grouped, options",
-    [
-        (True, dict(D=True, z=True, delta_bias=True, delta_softplus=True)),
-        (False, dict(D=True, z=False, delta_bias=True, delta_softplus=True)),
-        (True, dict(D=False, z=False, delta_bias=False, delta_softplus=False)),
-    ],
-)
-def test_matches_sequential_reference(backend, grouped, options):
+# (grouped B/C, which optional inputs): every backend is checked on these (tests/ops/test_triton_scan.py too)
+OPTION_CASES = [
+    (True, dict(D=True, z=True, delta_bias=True, delta_softplus=True)),
+    (False, dict(D=True, z=False, delta_bias=True, delta_softplus=True)),
+    (True, dict(D=False, z=False, delta_bias=False, delta_softplus=False)),
+]
+
+
+def assert_matches_sequential_reference(backend: str, grouped: bool, options: dict[str, bool]) -> None:
     inputs = make_inputs(grouped=grouped)
     if not options["delta_softplus"]:
         inputs["delta"] = inputs["delta"].abs()  # positive steps, as a softplus would give
@@ -78,6 +77,12 @@ def test_matches_sequential_reference(backend, grouped, options):
     reference = sequential_reference(*args, **kwargs, delta_softplus=options["delta_softplus"])
     assert y.shape == inputs["u"].shape and y.dtype == torch.float32
     assert relative_error(y, reference) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("grouped, options", OPTION_CASES)
+def test_matches_sequential_reference(backend, grouped, options):
+    assert_matches_sequential_reference(backend, grouped, options)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

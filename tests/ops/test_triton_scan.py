@@ -13,7 +13,13 @@ import torch
 from pdd.ops import available_backends, cross_scan_2d, dispatch, selective_scan
 from tests.ops.test_cross_scan import make_inputs as make_grid_inputs
 from tests.ops.test_cross_scan import reference as route_by_route_reference
-from tests.ops.test_selective_scan import make_inputs, relative_error, sequential_reference
+from tests.ops.test_selective_scan import (
+    OPTION_CASES,
+    assert_matches_sequential_reference,
+    make_inputs,
+    relative_error,
+    sequential_reference,
+)
 
 pytest.importorskip("triton")
 
@@ -32,24 +38,9 @@ def triton_scan():
     return triton_scan
 
 
-@pytest.mark.parametrize(
-    "grouped, options",
-    [
-        (True, dict(D=True, z=True, delta_bias=True, delta_softplus=True)),
-        (False, dict(D=True, z=False, delta_bias=True, delta_softplus=True)),
-        (True, dict(D=False, z=False, delta_bias=False, delta_softplus=False)),
-    ],
-)
+@pytest.mark.parametrize("grouped, options", OPTION_CASES)
 def test_matches_sequential_reference(triton_scan, grouped, options):
-    inputs = make_inputs(grouped=grouped)
-    if not options["delta_softplus"]:
-        inputs["delta"] = inputs["delta"].abs()
-    kwargs = {k: inputs[k] for k in ("D", "z", "delta_bias") if options[k]}
-    args = [inputs[k] for k in ("u", "delta", "A", "B", "C")]
-    y = selective_scan(*args, **kwargs, delta_softplus=options["delta_softplus"], backend="triton")
-    expected = sequential_reference(*args, **kwargs, delta_softplus=options["delta_softplus"])
-    assert y.shape == inputs["u"].shape and y.dtype == torch.float32
-    assert relative_error(y, expected) <= 1e-5
+    assert_matches_sequential_reference("triton", grouped, options)
 
 
 @pytest.mark.parametrize("channels, length", VMAMBA_TINY_STAGES, ids=[f"stage{i + 1}" for i in range(4)])
