@@ -94,25 +94,28 @@ def cross_scan_2d(
     """VMamba's cross scan (SS2D v0): selective scans along four routes over an H x W grid (row-major,
     column-major, and both reversed), each output put back at its pixel, summed, plus the D skips.
 
-    Every input is in pixel (row-major) order, so a caller never builds the routes. The ``fused`` C
-    kernel walks each route over the same memory (nothing is copied, transposed or flipped; routes and
-    skips are summed in place) but has no backward. The other backends materialise the routes and scan
-    them with `selective_scan` of that backend: the differentiable reference.
+    Every tensor is in the channels-last pixel order of the VMamba block (pixel-major, channels
+    innermost), so a caller neither builds the routes nor transposes anything. The ``fused`` C kernel
+    walks each route over that same memory, 16 channels per vector (nothing is copied, transposed or
+    flipped; routes and skips are summed in place) but has no backward. The other backends materialise
+    the routes channel-first and scan them with `selective_scan` of that backend: the differentiable
+    reference.
 
     Args:
-        u: (batch, channels, L), L = height * width.
-        dt: (batch, 4, channels, L) step sizes, already biased and activated (softplus).
-        A: (4 * channels, N). B, C: (batch, 4, N, L). D: (4 * channels,).
+        u: (batch, L, channels), L = height * width.
+        dt: (4, batch, L, channels) step sizes, already biased and activated (softplus).
+        A: (4 * channels, N). B, C: (batch, L, 4, N), e.g. strided views of the ``x_proj`` output.
+        D: (4 * channels,).
         backend: "auto" (``fused`` when no gradient is needed and the inputs are float32 CPU tensors,
             else `selective_scan`'s "auto"), "fused", or a `selective_scan` backend for route-by-route scans.
 
     Returns:
-        y of shape (batch, channels, L).
+        y of shape (batch, L, channels), contiguous.
     """
-    batch, channels, length = u.shape
+    batch, length, channels = u.shape
     n_state = A.shape[-1]
-    expected = {"dt": (batch, ROUTES, channels, length), "A": (ROUTES * channels, n_state),
-                "B": (batch, ROUTES, n_state, length), "C": (batch, ROUTES, n_state, length), "D": (ROUTES * channels,)}
+    expected = {"dt": (ROUTES, batch, length, channels), "A": (ROUTES * channels, n_state),
+                "B": (batch, length, ROUTES, n_state), "C": (batch, length, ROUTES, n_state), "D": (ROUTES * channels,)}
     for name, tensor in zip(expected, (dt, A, B, C, D)):
         if tuple(tensor.shape) != expected[name] or height * width != length:
             raise ValueError(f"cross_scan_2d: {name} must be {expected[name]} for u {tuple(u.shape)} on a "
@@ -130,10 +133,13 @@ def cross_scan_2d(
     def routes(x: torch.Tensor) -> torch.Tensor:  # (batch, 4, ..., L) in pixel order -> each route's order
         return torch.stack([_route_order(x[:, k], k, height, width) for k in range(ROUTES)], dim=1)
 
+    # Channel-first (..., L) rows, as `selective_scan` takes them.
+    u, dt, B, C = u.transpose(1, 2), dt.permute(1, 0, 3, 2), B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1)
     xs = routes(u.unsqueeze(1).expand(batch, ROUTES, channels, length))
     y = selective_scan(xs.flatten(1, 2), routes(dt).flatten(1, 2), A, routes(B), routes(C), D, backend=backend)
     y = y.view(batch, ROUTES, channels, length)
-    return sum(_pixel_order(y[:, k], k, height, width) for k in range(ROUTES))
+    y = sum(_pixel_order(y[:, k], k, height, width) for k in range(ROUTES))
+    return y.transpose(1, 2).contiguous()
 
 
 def _route_order(x: torch.Tensor, route: int, height: int, width: int) -> torch.Tensor:
