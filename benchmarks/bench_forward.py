@@ -1,4 +1,5 @@
-"""Teacher forward throughput: VMamba-Tiny against timm's wide_resnet50_2 (features_only), no grad.
+"""Teacher forward throughput: VMamba-Tiny against timm's wide_resnet50_2 (features_only), no grad,
+at batch 2 and 8 (batch 2 only with --quick).
 
 FLOPs come from torch.utils.flop_counter (matmuls and convolutions; the selective scan itself is not
 counted, so VMamba's GFLOP/s understates its work). The fused cross scan is also compared with the
@@ -28,33 +29,33 @@ def measure(model: torch.nn.Module, images: torch.Tensor, repeats: int) -> dict:
 
 
 def run(settings: Settings) -> dict:
-    batch = 2 if settings.quick else 8
-    images = torch.randn(batch, 3, settings.image_size, settings.image_size)
+    batches = (2,) if settings.quick else (2, 8)
     torch.manual_seed(0)
     vmamba = vmamba_tiny().eval()
     wrn50 = timm.create_model("wide_resnet50_2", pretrained=False, features_only=True).eval()
-    report = {"batch": batch, "size": settings.image_size,
-              "vmamba_tiny": measure(vmamba, images, settings.repeats),
-              "wide_resnet50_2": measure(wrn50, images, settings.repeats)}
-    vm, wrn = report["vmamba_tiny"], report["wide_resnet50_2"]
-    ratios = [Ratio(
-        f"VMamba-Tiny vs WRN50-2 forward throughput ({settings.image_size}², batch {batch})",
-        vm["images_per_s"] / wrn["images_per_s"], ">= 0.5",
-        detail=f"{vm['images_per_s']:.2f} vs {wrn['images_per_s']:.2f} img/s; "
-               f"{vm['gflops_per_s']:.1f} vs {wrn['gflops_per_s']:.1f} GFLOP/s counted",
-    )]
+    report, ratios = {"size": settings.image_size, "batches": list(batches)}, []
+    for batch in batches:
+        images = torch.randn(batch, 3, settings.image_size, settings.image_size)
+        vm = report[f"vmamba_tiny_batch{batch}"] = measure(vmamba, images, settings.repeats)
+        wrn = report[f"wide_resnet50_2_batch{batch}"] = measure(wrn50, images, settings.repeats)
+        ratios.append(Ratio(
+            f"VMamba-Tiny vs WRN50-2 forward throughput ({settings.image_size}², batch {batch})",
+            vm["images_per_s"] / wrn["images_per_s"], ">= 0.6",
+            detail=f"{vm['images_per_s']:.2f} vs {wrn['images_per_s']:.2f} img/s; "
+                   f"{vm['gflops_per_s']:.1f} vs {wrn['gflops_per_s']:.1f} GFLOP/s counted",
+        ))
     if "kernel" in available_backends():
-        # The same model with the routes materialised and scanned one by one (the layout before fusion).
+        # The same model with the routes materialised and scanned one by one (channel-first, flipped and
+        # transposed in memory), at the largest batch.
         routed = functools.partial(cross_scan_2d, backend="kernel")
         original = vmamba_module.cross_scan_2d
         vmamba_module.cross_scan_2d = routed
         try:
-            report["vmamba_tiny_route_by_route"] = measure(vmamba, images, settings.repeats)
+            unfused = report["vmamba_tiny_route_by_route"] = measure(vmamba, images, settings.repeats)
         finally:
             vmamba_module.cross_scan_2d = original
-        unfused = report["vmamba_tiny_route_by_route"]
         ratios.append(Ratio(
-            "VMamba-Tiny fused cross scan vs route-by-route scans",
+            f"VMamba-Tiny fused channels-last cross scan vs route-by-route scans (batch {batch})",
             vm["images_per_s"] / unfused["images_per_s"], ">= 1",
             detail=f"{vm['seconds_per_batch']:.2f} vs {unfused['seconds_per_batch']:.2f} s/batch",
         ))
