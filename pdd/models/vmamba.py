@@ -87,7 +87,10 @@ class SS2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, _ = x.shape
         length, d_inner, n_state, rank = height * width, self.d_inner, self.d_state, self.dt_rank
-        x, z = self.in_proj(x).chunk(2, dim=-1)
+        # Two projections instead of one chunked: x must be dense channels-last for the depthwise conv to
+        # read it without a copy (a chunk of the joint output has a pixel stride of 2 * d_inner).
+        x_weight, z_weight = self.in_proj.weight.chunk(2, dim=0)
+        x, z = F.linear(x, x_weight), F.linear(x, z_weight)
         # Every tensor stays channels-last (pixel-major, channels innermost) end to end: the depthwise conv
         # runs on a channels_last view and returns channels_last memory, so `xs` is a view, and the fused
         # scan reads it and writes y in that layout (docs: benchmarks/README.md). The routes are never
