@@ -100,10 +100,11 @@ class SS2D(nn.Module):
         xs = x.permute(0, 2, 3, 1).reshape(batch, length, d_inner)
         x_dbl = F.linear(xs, self.x_proj_weight.flatten(0, 1)).view(batch, length, _DIRECTIONS, -1)
         dt, B, C = x_dbl.split([rank, n_state, n_state], dim=-1)  # B, C: strided views, read in place
-        dt = torch.baddbmm(self.dt_projs_bias[:, None, :], dt.permute(2, 0, 1, 3).reshape(_DIRECTIONS, -1, rank),
-                           self.dt_projs_weight.transpose(1, 2))  # (K, B * L, D), bias folded into the matmul
-        dt = F.softplus(dt).view(_DIRECTIONS, batch, length, d_inner)
-        y = cross_scan_2d(xs, dt, -torch.exp(self.A_logs.float()), B, C, self.Ds.float(), height, width)
+        dt = torch.bmm(dt.permute(2, 0, 1, 3).reshape(_DIRECTIONS, -1, rank), self.dt_projs_weight.transpose(1, 2))
+        # The bias and softplus of the steps are applied by the scan as it reads them: no pass over dt here.
+        y = cross_scan_2d(xs, dt.view(_DIRECTIONS, batch, length, d_inner), -torch.exp(self.A_logs.float()), B, C,
+                          self.Ds.float(), height, width, delta_bias=self.dt_projs_bias.flatten().float(),
+                          delta_softplus=True)
         y = self.out_norm(y.view(batch, height, width, d_inner)) * F.silu(z)
         return self.out_proj(y)
 

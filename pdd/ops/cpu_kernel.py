@@ -73,7 +73,8 @@ def load_kernel() -> ctypes.CDLL | None:
         log.warning("selective_scan: could not build the C kernel (%s); using the PyTorch scan", exc)
         return None
     library.selective_scan_rows.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 6
-    library.cross_scan_channels_last.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 10
+    library.cross_scan_channels_last.argtypes = ([ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_void_p] * 5
+                                                 + [ctypes.c_int64] * 10)
     for function in (library.selective_scan_rows, library.cross_scan_channels_last):
         function.restype = None
     return library
@@ -111,20 +112,22 @@ def check_state_size(n_state: int) -> None:
         raise ValueError(f"the C kernel supports N <= {MAX_STATE}; use backend='torch'")
 
 
-def cross_scan_forward(u, dt, A, B, C, D, height: int, width: int) -> torch.Tensor:
+def cross_scan_forward(u, delta, delta_bias, delta_softplus: bool, A, B, C, D, height: int, width: int) -> torch.Tensor:
     """`dispatch.cross_scan_2d` in one C pass over the pixels (no gradient), in the channels-last layout of
-    the VMamba block; shapes as there. u, dt and the output are read and written where they lie; B and C
-    may be strided views (of the `x_proj` output) as long as their states are contiguous."""
+    the VMamba block; shapes as there. u, delta and the output are read and written where they lie; B and C
+    may be strided views (of the `x_proj` output) as long as their states are contiguous. The bias and
+    softplus of the steps are applied in the kernel, as each step is read."""
     batch, length, channels = u.shape
     n_state = A.shape[1]
-    u, dt, D = u.contiguous(), dt.contiguous(), D.contiguous()
+    u, delta, D = u.contiguous(), delta.contiguous(), D.contiguous()
+    delta_bias = torch.zeros_like(D) if delta_bias is None else delta_bias.contiguous()
     A_t = A.view(ROUTES, channels, n_state).transpose(1, 2).contiguous()  # (4, N, channels): a vector per state
     if B.stride() != C.stride() or B.stride(-1) != 1:  # the kernel walks both with one set of strides
         B, C = B.contiguous(), C.contiguous()
     y = torch.empty_like(u)
     blocks = batch * -(-channels // LANES)
-    _run_rows(load_kernel().cross_scan_channels_last, blocks, u, dt, A_t, B, C, D, y,
-              batch, channels, height, width, n_state, B.stride(0), B.stride(1), B.stride(2))
+    _run_rows(load_kernel().cross_scan_channels_last, blocks, u, delta, delta_bias, int(delta_softplus), A_t, B, C,
+              D, y, batch, channels, height, width, n_state, B.stride(0), B.stride(1), B.stride(2))
     return y
 
 

@@ -81,7 +81,7 @@ def available_backends() -> list[str]:
 
 def cross_scan_2d(
     u: torch.Tensor,
-    dt: torch.Tensor,
+    delta: torch.Tensor,
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
@@ -89,6 +89,8 @@ def cross_scan_2d(
     height: int,
     width: int,
     *,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
     backend: str = "auto",
 ) -> torch.Tensor:
     """VMamba's cross scan (SS2D v0): selective scans along four routes over an H x W grid (row-major,
@@ -103,9 +105,10 @@ def cross_scan_2d(
 
     Args:
         u: (batch, L, channels), L = height * width.
-        dt: (4, batch, L, channels) step sizes, already biased and activated (softplus).
+        delta: (4, batch, L, channels) step sizes, before delta_bias and softplus (as `selective_scan`).
         A: (4 * channels, N). B, C: (batch, L, 4, N), e.g. strided views of the ``x_proj`` output.
-        D: (4 * channels,).
+        D: (4 * channels,). delta_bias: (4 * channels,), like A and D route-major.
+        delta_softplus: steps = softplus(delta + delta_bias); the fused kernel applies both as it reads them.
         backend: "auto" (``fused`` when no gradient is needed and the inputs are float32 CPU tensors,
             else `selective_scan`'s "auto"), "fused", or a `selective_scan` backend for route-by-route scans.
 
@@ -114,13 +117,15 @@ def cross_scan_2d(
     """
     batch, length, channels = u.shape
     n_state = A.shape[-1]
-    expected = {"dt": (ROUTES, batch, length, channels), "A": (ROUTES * channels, n_state),
-                "B": (batch, length, ROUTES, n_state), "C": (batch, length, ROUTES, n_state), "D": (ROUTES * channels,)}
-    for name, tensor in zip(expected, (dt, A, B, C, D)):
+    expected = {"delta": (ROUTES, batch, length, channels), "A": (ROUTES * channels, n_state),
+                "B": (batch, length, ROUTES, n_state), "C": (batch, length, ROUTES, n_state), "D": (ROUTES * channels,),
+                "delta_bias": (ROUTES * channels,)}
+    bias = D if delta_bias is None else delta_bias  # D's shape: nothing to check without a bias
+    for name, tensor in zip(expected, (delta, A, B, C, D, bias)):
         if tuple(tensor.shape) != expected[name] or height * width != length:
             raise ValueError(f"cross_scan_2d: {name} must be {expected[name]} for u {tuple(u.shape)} on a "
                              f"{height}x{width} grid; got {tuple(tensor.shape)}")
-    inputs = (u, dt, A, B, C, D)
+    inputs = (u, delta, A, B, C, D, bias)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
     fusable = (not needs_grad and n_state <= cpu_kernel.MAX_STATE and cpu_kernel.load_kernel() is not None
                and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in inputs))
@@ -128,15 +133,16 @@ def cross_scan_2d(
         raise RuntimeError("backend='fused' needs float32 CPU tensors without gradients, N <= "
                            f"{cpu_kernel.MAX_STATE} and a working C compiler (cc); use backend='auto'")
     if backend == "fused" or (backend == "auto" and fusable):
-        return cpu_kernel.cross_scan_forward(u, dt, A, B, C, D, height, width)
+        return cpu_kernel.cross_scan_forward(u, delta, delta_bias, delta_softplus, A, B, C, D, height, width)
 
     def routes(x: torch.Tensor) -> torch.Tensor:  # (batch, 4, ..., L) in pixel order -> each route's order
         return torch.stack([_route_order(x[:, k], k, height, width) for k in range(ROUTES)], dim=1)
 
     # Channel-first (..., L) rows, as `selective_scan` takes them.
-    u, dt, B, C = u.transpose(1, 2), dt.permute(1, 0, 3, 2), B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1)
+    u, delta, B, C = u.transpose(1, 2), delta.permute(1, 0, 3, 2), B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1)
     xs = routes(u.unsqueeze(1).expand(batch, ROUTES, channels, length))
-    y = selective_scan(xs.flatten(1, 2), routes(dt).flatten(1, 2), A, routes(B), routes(C), D, backend=backend)
+    y = selective_scan(xs.flatten(1, 2), routes(delta).flatten(1, 2), A, routes(B), routes(C), D,
+                       delta_bias=delta_bias, delta_softplus=delta_softplus, backend=backend)
     y = y.view(batch, ROUTES, channels, length)
     y = sum(_pixel_order(y[:, k], k, height, width) for k in range(ROUTES))
     return y.transpose(1, 2).contiguous()

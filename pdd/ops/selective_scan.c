@@ -27,6 +27,29 @@ static inline float exp_f32(float x) {
     return x < -87.0f ? 0.0f : p;
 }
 
+/* softplus(x) = log(1 + e^x) as torch computes it (x itself above 20), without libm so that gcc
+   vectorises it: log(1 + e) = k ln2 + log(m) for 1 + e = m 2^k, m in [sqrt(1/2), sqrt(2)), with
+   log(m) = 2 atanh(f / (2 + f)) (f = m - 1) to s^9 (error below 1e-8 relative), plus the rounding error of
+   1 + e, (e - (u - 1)) / u, which keeps small results (e << 1) accurate as log1p does. */
+static inline float softplus_f32(float x) {
+    const float e = exp_f32(x), u = 1.0f + e;
+    int32_t bits;
+    memcpy(&bits, &u, sizeof bits);
+    int32_t k = ((bits >> 23) & 0xff) - 127;
+    bits = (bits & 0x007fffff) | 0x3f800000;  /* m in [1, 2) */
+    float m;
+    memcpy(&m, &bits, sizeof m);
+    if (m > 1.41421356f) {
+        m *= 0.5f;
+        k += 1;
+    }
+    const float f = m - 1.0f, s = f / (2.0f + f), s2 = s * s;
+    const float series = s * (2.0f + s2 * (2.0f / 3.0f + s2 * (0.4f + s2 * (2.0f / 7.0f + s2 * (2.0f / 9.0f)))));
+    const float log_u = (float)k * 0.693145752f + (series + (float)k * 1.42860677e-06f);
+    const float result = log_u + (e - (u - 1.0f)) / u;
+    return x > 20.0f ? x : result;
+}
+
 /* One time step of one row: update the n_state states in place and return <C_t, h_t>. Inlined with a
    literal n_state for the common N = 16, so that the states stay in one vector register. */
 static inline __attribute__((always_inline)) float scan_step(
@@ -82,13 +105,13 @@ void selective_scan_rows(const float* u, const float* dt, const float* A, const 
 
 /* One route over the grid for `lanes` channels (LANES in the main loop, fewer at the tail), adding each
    step's <C_t, h_t> to y at its pixel. u, dt, y: this block's first channel of pixel 0, pixel stride
-   `channels`; A_t: (n_state, channels) at the block's first channel; B, C: the route's pixel 0, pixel
+   `channels`; the step is dt + dt_bias, through softplus if `softplus`; A_t: (n_state, channels) at the block's first channel; B, C: the route's pixel 0, pixel
    stride `bc_stride`, states contiguous. The route only decides the visiting order: 0 row-major,
    1 column-major, 2 and 3 the same reversed, so nothing is copied, transposed or flipped in memory. */
 static inline __attribute__((always_inline)) void cross_route_lanes(
-        const float* u, const float* dt, const float* A_t, const float* B, const float* C, float* y,
-        int64_t channels, int64_t bc_stride, int64_t height, int64_t width, int route, const int64_t n_state,
-        const int64_t lanes) {
+        const float* u, const float* dt, const float* dt_bias, int softplus, const float* A_t, const float* B,
+        const float* C, float* y, int64_t channels, int64_t bc_stride, int64_t height, int64_t width, int route,
+        const int64_t n_state, const int64_t lanes) {
     float h[256][LANES], rate[256][LANES];
     for (int64_t n = 0; n < n_state; ++n)
         for (int64_t l = 0; l < lanes; ++l) {
@@ -109,7 +132,8 @@ static inline __attribute__((always_inline)) void cross_route_lanes(
             float step[LANES], input[LANES], acc[LANES];
             #pragma omp simd
             for (int64_t l = 0; l < lanes; ++l) {
-                step[l] = dt_p[l];
+                const float biased = dt_p[l] + dt_bias[l];
+                step[l] = softplus ? softplus_f32(biased) : biased;
                 input[l] = step[l] * u_p[l];
                 acc[l] = 0.0f;
             }
@@ -131,11 +155,12 @@ static inline __attribute__((always_inline)) void cross_route_lanes(
 
 /* Blocks [block_begin, block_end) of the batch * ceil(channels / LANES) (batch item, 16-channel block)
    pairs of VMamba's four-route scan, summed per pixel with the D skips of every route. u, y:
-   (batch, L, channels); dt: (4, batch, L, channels); A_t: (4, N, channels); D: (4, channels); B, C:
+   (batch, L, channels); dt: (4, batch, L, channels), before its bias dt_bias (4, channels) and the
+   softplus (if `softplus`); A_t: (4, N, channels); D: (4, channels); B, C:
    element (b, p, route, n) at b * bc_batch + p * bc_pixel + route * bc_route + n. L = height * width in
    pixel (row-major) order. */
-void cross_scan_channels_last(const float* u, const float* dt, const float* A_t, const float* B, const float* C,
-                              const float* D, float* y, int64_t batch, int64_t channels, int64_t height,
+void cross_scan_channels_last(const float* u, const float* dt, const float* dt_bias, int64_t softplus,
+                              const float* A_t, const float* B, const float* C, const float* D, float* y, int64_t batch, int64_t channels, int64_t height,
                               int64_t width, int64_t n_state, int64_t bc_batch, int64_t bc_pixel, int64_t bc_route,
                               int64_t block_begin, int64_t block_end) {
     const int64_t length = height * width, blocks = (channels + LANES - 1) / LANES;
@@ -152,15 +177,16 @@ void cross_scan_channels_last(const float* u, const float* dt, const float* A_t,
                 y_b[p * channels + l] = skip[l] * u_b[p * channels + l];
         for (int route = 0; route < 4; ++route) {
             const float* dt_b = dt + (route * batch + b) * length * channels + c0;
+            const float* bias_b = dt_bias + route * channels + c0;
             const float* A_b = A_t + route * n_state * channels + c0;
             const float* B_b = B + b * bc_batch + route * bc_route;
             const float* C_b = C + b * bc_batch + route * bc_route;
             if (n_state == 16 && lanes == LANES)
-                cross_route_lanes(u_b, dt_b, A_b, B_b, C_b, y_b, channels, bc_pixel, height, width, route, 16,
-                                  LANES);
+                cross_route_lanes(u_b, dt_b, bias_b, (int)softplus, A_b, B_b, C_b, y_b, channels, bc_pixel, height,
+                                  width, route, 16, LANES);
             else
-                cross_route_lanes(u_b, dt_b, A_b, B_b, C_b, y_b, channels, bc_pixel, height, width, route,
-                                  n_state, lanes);
+                cross_route_lanes(u_b, dt_b, bias_b, (int)softplus, A_b, B_b, C_b, y_b, channels, bc_pixel, height,
+                                  width, route, n_state, lanes);
         }
     }
 }

@@ -1,5 +1,6 @@
 """cross_scan_2d (VMamba's four-route scan, channels-last layout) against a float64 step-by-step loop over
-explicitly listed pixel orders, and the fused channels-last kernel against the route-by-route C kernel."""
+explicitly listed pixel orders, and the fused channels-last kernel against the route-by-route C kernel and
+torch's softplus."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ def visiting_orders(height: int, width: int) -> list[list[int]]:
     return [row_major, column_major, row_major[::-1], column_major[::-1]]
 
 
-def step_by_step_reference(u, dt, A, B, C, D, height, width):
-    """h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t along every route, one pixel at a time, in float64;
-    y at a pixel = the four routes' <C_t, h_t> there + the four D skips times u."""
-    u, dt, A, B, C, D = (t.double() for t in (u, dt, A, B, C, D))
+def step_by_step_reference(u, delta, A, B, C, D, height, width, delta_bias, delta_softplus):
+    """dt = softplus(delta + delta_bias); h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t along every route, one pixel
+    at a time, in float64; y at a pixel = the four routes' <C_t, h_t> there + the four D skips times u."""
+    u, delta, A, B, C, D, delta_bias = (t.double() for t in (u, delta, A, B, C, D, delta_bias))
     batch, _, channels = u.shape
+    dt = delta + delta_bias.view(4, 1, 1, channels)
+    dt = torch.nn.functional.softplus(dt) if delta_softplus else dt
     A, D = A.view(4, channels, -1), D.view(4, channels)
     y = u * D.sum(0)
     for route, order in enumerate(visiting_orders(height, width)):
@@ -38,12 +41,17 @@ def step_by_step_reference(u, dt, A, B, C, D, height, width):
     return y
 
 
-def make_inputs(batch=2, channels=5, n_state=16, height=6, width=9, seed=0):
+def make_inputs(batch=2, channels=5, n_state=16, height=6, width=9, seed=0, delta_softplus=True):
+    """VMamba's call (raw steps, biased and softplus-activated by the scan), or with `delta_softplus=False`
+    positive steps used as they are."""
     gen = torch.Generator().manual_seed(seed)
     length = height * width
+    delta = torch.randn(4, batch, length, channels, generator=gen) - 1
     return dict(
         u=torch.randn(batch, length, channels, generator=gen),
-        dt=torch.nn.functional.softplus(torch.randn(4, batch, length, channels, generator=gen) - 1),
+        delta=delta if delta_softplus else torch.nn.functional.softplus(delta),
+        delta_bias=torch.randn(4 * channels, generator=gen) if delta_softplus else torch.zeros(4 * channels),
+        delta_softplus=delta_softplus,
         A=-torch.exp(torch.randn(4 * channels, n_state, generator=gen)),
         B=torch.randn(batch, length, 4, n_state, generator=gen),
         C=torch.randn(batch, length, 4, n_state, generator=gen),
@@ -59,8 +67,9 @@ def relative_error(y, expected):
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 @pytest.mark.parametrize("channels, n_state, height, width", SHAPES)
-def test_matches_the_step_by_step_loop(backend, channels, n_state, height, width):
-    inputs = make_inputs(channels=channels, n_state=n_state, height=height, width=width)
+@pytest.mark.parametrize("delta_softplus", [True, False])
+def test_matches_the_step_by_step_loop(backend, channels, n_state, height, width, delta_softplus):
+    inputs = make_inputs(channels=channels, n_state=n_state, height=height, width=width, delta_softplus=delta_softplus)
     with torch.no_grad():
         y = cross_scan_2d(**inputs, backend=backend)
     assert y.shape == inputs["u"].shape and y.dtype == torch.float32 and y.is_contiguous()
@@ -81,6 +90,24 @@ def test_each_route_of_the_fused_kernel_matches_the_route_by_route_kernel(route,
         routed = cross_scan_2d(**inputs, backend="kernel")
     assert fused.abs().max() > 0
     assert relative_error(fused, routed.double()) <= 1e-6
+
+
+@needs_kernel
+def test_fused_softplus_matches_torch_over_its_whole_range():
+    """On a 1x1 grid with A = 0, N = 1, B = C = u = 1 and one route, y is the step itself: softplus(delta + bias),
+    checked element by element from e^-40 (where log1p's accuracy matters) past torch's threshold of 20."""
+    channels, batch = 37, 8
+    delta = torch.zeros(4, batch, 1, channels)
+    delta[0] = torch.linspace(-40, 40, batch * channels).view(batch, 1, channels)
+    bias = torch.zeros(4 * channels)
+    bias[:channels] = 0.25
+    C = torch.zeros(batch, 1, 4, 1)
+    C[:, :, 0] = 1
+    with torch.no_grad():
+        y = cross_scan_2d(torch.ones(batch, 1, channels), delta, torch.zeros(4 * channels, 1), torch.ones(batch, 1, 4, 1),
+                          C, torch.zeros(4 * channels), 1, 1, delta_bias=bias, delta_softplus=True, backend="fused")
+    expected = torch.nn.functional.softplus((delta[0] + 0.25).double())
+    assert ((y.double() - expected).abs() / expected).max() <= 1e-6
 
 
 @needs_kernel
