@@ -35,14 +35,11 @@ static inline float softplus_f32(float x) {
     const float e = exp_f32(x), u = 1.0f + e;
     int32_t bits;
     memcpy(&bits, &u, sizeof bits);
-    int32_t k = ((bits >> 23) & 0xff) - 127;
-    bits = (bits & 0x007fffff) | 0x3f800000;  /* m in [1, 2) */
-    float m;
+    const int32_t high = (bits & 0x007fffff) > 0x3504f3;  /* the mantissa above sqrt(2): halve it */
+    const int32_t k = ((bits >> 23) & 0xff) - 127 + high;
+    bits = (bits & 0x007fffff) | (high ? 0x3f000000 : 0x3f800000);
+    float m = u;
     memcpy(&m, &bits, sizeof m);
-    if (m > 1.41421356f) {
-        m *= 0.5f;
-        k += 1;
-    }
     const float f = m - 1.0f, s = f / (2.0f + f), s2 = s * s;
     const float series = s * (2.0f + s2 * (2.0f / 3.0f + s2 * (0.4f + s2 * (2.0f / 7.0f + s2 * (2.0f / 9.0f)))));
     const float log_u = (float)k * 0.693145752f + (series + (float)k * 1.42860677e-06f);
@@ -129,13 +126,12 @@ static inline __attribute__((always_inline)) void cross_route_lanes(
             const float* dt_p = dt + p * channels;
             const float* B_p = B + p * bc_stride;
             const float* C_p = C + p * bc_stride;
-            float step[LANES], input[LANES], acc[LANES];
+            float step[LANES], input[LANES], acc[LANES] = {0.0f};
             #pragma omp simd
             for (int64_t l = 0; l < lanes; ++l) {
                 const float biased = dt_p[l] + dt_bias[l];
                 step[l] = softplus ? softplus_f32(biased) : biased;
                 input[l] = step[l] * u_p[l];
-                acc[l] = 0.0f;
             }
             for (int64_t n = 0; n < n_state; ++n) {
                 const float b = B_p[n], c = C_p[n];
