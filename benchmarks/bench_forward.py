@@ -1,4 +1,5 @@
-"""Teacher forward throughput: VMamba-Tiny against timm's wide_resnet50_2 (features_only), no grad.
+"""Teacher forward throughput: VMamba-Tiny against timm's wide_resnet50_2 (features_only), no grad,
+at batch 2 and 8 (batch 2 only with --quick).
 
 FLOPs come from torch.utils.flop_counter (matmuls and convolutions; the selective scan itself is not
 counted, so VMamba's GFLOP/s understates its work). On the CPU the fused cross scan is also compared with the
@@ -44,30 +45,30 @@ def scan_backend(backend: str):
 
 
 def run(settings: Settings) -> dict:
-    batch = GPU_BATCH if settings.on_gpu else settings.small_batch(8)
-    images = torch.randn(batch, 3, settings.image_size, settings.image_size, device=settings.device)
+    batches = (GPU_BATCH,) if settings.on_gpu else (2,) if settings.quick else (2, 8)
     torch.manual_seed(0)
     vmamba = vmamba_tiny().eval().to(settings.device)
     wrn50 = timm.create_model("wide_resnet50_2", pretrained=False, features_only=True).eval().to(settings.device)
-    report = {"batch": batch, "size": settings.image_size, "device": settings.device,
-              "vmamba_tiny": measure(vmamba, images, settings.repeats),
-              "wide_resnet50_2": measure(wrn50, images, settings.repeats)}
-    vm, wrn = report["vmamba_tiny"], report["wide_resnet50_2"]
-    ratios = [Ratio(
-        f"VMamba-Tiny vs WRN50-2 forward throughput ({settings.image_size}², batch {batch})",
-        vm["images_per_s"] / wrn["images_per_s"], ">= 0.5",
-        detail=f"{vm['images_per_s']:.2f} vs {wrn['images_per_s']:.2f} img/s; "
-               f"{vm['gflops_per_s']:.1f} vs {wrn['gflops_per_s']:.1f} GFLOP/s counted",
-    )]
+    report, ratios = {"size": settings.image_size, "batches": list(batches), "device": settings.device}, []
+    for batch in batches:
+        images = torch.randn(batch, 3, settings.image_size, settings.image_size, device=settings.device)
+        vm = report[f"vmamba_tiny_batch{batch}"] = measure(vmamba, images, settings.repeats)
+        wrn = report[f"wide_resnet50_2_batch{batch}"] = measure(wrn50, images, settings.repeats)
+        ratios.append(Ratio(
+            f"VMamba-Tiny vs WRN50-2 forward throughput ({settings.image_size}², batch {batch})",
+            vm["images_per_s"] / wrn["images_per_s"], ">= 0.5" if settings.on_gpu else ">= 0.6",
+            detail=f"{vm['images_per_s']:.2f} vs {wrn['images_per_s']:.2f} img/s; "
+                   f"{vm['gflops_per_s']:.1f} vs {wrn['gflops_per_s']:.1f} GFLOP/s counted",
+        ))
     if settings.on_gpu:
         ratios += _gpu_rows(report, vmamba, wrn50, images, settings)
     elif "kernel" in available_backends():
-        # The same model with the routes materialised and scanned one by one (the layout before fusion).
+        # The same model with the routes materialised and scanned one by one (channel-first, flipped and
+        # transposed in memory), at the largest batch.
         with scan_backend("kernel"):
-            report["vmamba_tiny_route_by_route"] = measure(vmamba, images, settings.repeats)
-        unfused = report["vmamba_tiny_route_by_route"]
+            unfused = report["vmamba_tiny_route_by_route"] = measure(vmamba, images, settings.repeats)
         ratios.append(Ratio(
-            "VMamba-Tiny fused cross scan vs route-by-route scans",
+            f"VMamba-Tiny fused channels-last cross scan vs route-by-route scans (batch {batch})",
             vm["images_per_s"] / unfused["images_per_s"], ">= 1",
             detail=f"{vm['seconds_per_batch']:.2f} vs {unfused['seconds_per_batch']:.2f} s/batch",
         ))
@@ -77,8 +78,9 @@ def run(settings: Settings) -> dict:
 
 def _gpu_rows(report: dict, vmamba, wrn50, images: torch.Tensor, settings: Settings) -> list[Ratio]:
     """Forward img/s of VMamba-Tiny per GPU scan backend, WRN50-2's, and the peak GPU memory of each model."""
-    rows = [Ratio(f"WRN50-2 forward ({settings.image_size}², batch {images.shape[0]})",
-                  report["wide_resnet50_2"]["images_per_s"], unit="img/s")]
+    wrn = report[f"wide_resnet50_2_batch{images.shape[0]}"]
+    rows = [Ratio(f"WRN50-2 forward ({settings.image_size}², batch {images.shape[0]})", wrn["images_per_s"],
+                  unit="img/s")]
     for backend in [b for b in available_backends() if b != "kernel"]:
         with scan_backend(backend):
             report[f"vmamba_tiny_{backend}"] = measured = measure(vmamba, images, settings.repeats)
@@ -86,7 +88,7 @@ def _gpu_rows(report: dict, vmamba, wrn50, images: torch.Tensor, settings: Setti
                           detail=f"{measured['seconds_per_batch'] * 1e3:.1f} ms/batch"))
     if "vmamba_tiny_triton" in report:
         rows.append(Ratio("VMamba-Tiny (Triton scan) vs WRN50-2 forward throughput",
-                          report["vmamba_tiny_triton"]["images_per_s"] / report["wide_resnet50_2"]["images_per_s"],
+                          report["vmamba_tiny_triton"]["images_per_s"] / wrn["images_per_s"],
                           ">= 0.5"))
     for name, model in (("VMamba-Tiny", vmamba), ("WRN50-2", wrn50)):
         with torch.inference_mode():

@@ -90,7 +90,7 @@ class TeacherFeatureCache:
                 self._store(image_sha256s[index], entry)
                 entries[index] = entry
         return {
-            name: torch.stack([entry[name] for entry in entries]).to(images.device, torch.float32)
+            name: _stack_in_layout([entry[name] for entry in entries]).to(images.device, torch.float32)
             for name in entries[0]
         }
 
@@ -99,3 +99,14 @@ def _as_storage(value: torch.Tensor, row: int, batch_size: int, name: str, dtype
     if value.shape[0] != batch_size:
         raise ValueError(f"teacher feature {name!r} has batch size {value.shape[0]}, expected {batch_size}")
     return value[row].detach().to("cpu", dtype).clone()
+
+
+def _stack_in_layout(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`torch.stack(rows)` in the rows' own memory layout (a plain stack is always contiguous).
+
+    VMamba's taps are channels_last views, as the authors return them, and the convolutions and train-mode
+    BN that read them round differently on a contiguous copy: a hit must give what the teachers gave.
+    """
+    outer_to_inner = sorted(range(rows[0].dim()), key=lambda dim: -rows[0].stride(dim))
+    stacked = torch.stack([row.permute(outer_to_inner) for row in rows])
+    return stacked.permute(0, *(1 + outer_to_inner.index(dim) for dim in range(rows[0].dim())))

@@ -5,7 +5,8 @@ with ``strict=True``. The ImageNet classifier (`norm`, `head`) is not part of th
 PDD never calls it, so `load_state_dict` drops exactly those keys. Checkpoints in the naming of PDD's
 own copy of the code (`patch_embed.0.`, `.op.`, `classifier.`) are renamed on load.
 
-All tensors are channels-last (B, H, W, C) inside the network, as in the original code.
+All tensors are channels-last (B, H, W, C) inside the network, as in the original code, and the taps
+are channels_last views of them (`VMamba.forward_features`).
 """
 
 from __future__ import annotations
@@ -85,20 +86,26 @@ class SS2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, height, width, _ = x.shape
-        length, d_inner, n_state = height * width, self.d_inner, self.d_state
-        x, z = self.in_proj(x).chunk(2, dim=-1)
-        # Depthwise conv on a channels-last view: PyTorch runs it in that memory format, no copy.
+        length, d_inner, n_state, rank = height * width, self.d_inner, self.d_state, self.dt_rank
+        # Two projections instead of one chunked: x must be dense channels-last for the depthwise conv to
+        # read it without a copy (a chunk of the joint output has a pixel stride of 2 * d_inner).
+        x_weight, z_weight = self.in_proj.weight.chunk(2, dim=0)
+        x, z = F.linear(x, x_weight), F.linear(x, z_weight)
+        # Every tensor stays channels-last (pixel-major, channels innermost) end to end: the depthwise conv
+        # runs on a channels_last view and returns channels_last memory, so `xs` is a view, and the fused
+        # scan reads it and writes y in that layout (docs: benchmarks/README.md). The routes are never
+        # materialised: projections are per pixel, so they run once in pixel order and `cross_scan_2d`
+        # visits the pixels in each route's order.
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
-
-        # The routes are never materialised: projections are per pixel, so they run once in pixel order
-        # and `cross_scan_2d` visits the pixels in each route's order (docs: benchmarks/README.md).
-        xs = x.contiguous().view(batch, d_inner, length)
-        x_dbl = torch.matmul(self.x_proj_weight.flatten(0, 1), xs).view(batch, _DIRECTIONS, -1, length)
-        dt, B, C = x_dbl.split([self.dt_rank, n_state, n_state], dim=2)
-        dt = F.softplus(torch.matmul(self.dt_projs_weight, dt) + self.dt_projs_bias[:, :, None])  # (B, K, D, L)
-        y = cross_scan_2d(xs, dt, -torch.exp(self.A_logs.float()), B, C, self.Ds.float(), height, width)
-        y = y.view(batch, d_inner, height, width).permute(0, 2, 3, 1)  # channels-last (B, H, W, D)
-        y = self.out_norm(y) * F.silu(z)
+        xs = x.permute(0, 2, 3, 1).reshape(batch, length, d_inner)
+        x_dbl = F.linear(xs, self.x_proj_weight.flatten(0, 1)).view(batch, length, _DIRECTIONS, -1)
+        dt, B, C = x_dbl.split([rank, n_state, n_state], dim=-1)  # B, C: strided views, read in place
+        dt = torch.bmm(dt.permute(2, 0, 1, 3).reshape(_DIRECTIONS, -1, rank), self.dt_projs_weight.transpose(1, 2))
+        # The bias and softplus of the steps are applied by the scan as it reads them: no pass over dt here.
+        y = cross_scan_2d(xs, dt.view(_DIRECTIONS, batch, length, d_inner), -torch.exp(self.A_logs.float()), B, C,
+                          self.Ds.float(), height, width, delta_bias=self.dt_projs_bias.flatten().float(),
+                          delta_softplus=True)
+        y = self.out_norm(y.view(batch, height, width, d_inner)) * F.silu(z)
         return self.out_proj(y)
 
 
@@ -205,12 +212,18 @@ class VMamba(nn.Module):
         return info
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """One B×C×H×W map per stage, after that stage's blocks and patch merging (no final norm)."""
+        """One B×C×H×W map per stage, after that stage's blocks and patch merging (no final norm).
+
+        Each map is a `permute` view of the stage's (B, H, W, C) output, i.e. a channels_last tensor, as
+        the authors' `VSSM.forward` returns it: no copy, and the convolutions and train-mode BN of the
+        students that read it round exactly as they do in the authors' code (a contiguous copy makes
+        oneDNN pick other kernels: ~1e-7, amplified to ~1e-5 by BN; ../shared/reference).
+        """
         x = self.patch_embed(x)
         features = []
         for layer in self.layers:
             x = layer(x)
-            features.append(x.permute(0, 3, 1, 2).contiguous())
+            features.append(x.permute(0, 3, 1, 2))
         return features
 
     forward = forward_features

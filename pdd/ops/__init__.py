@@ -17,8 +17,10 @@ Backends, picked per call by `dispatch`:
   pure-PyTorch form (benchmarks/README.md);
 * ``torch``: the time-blocked PyTorch scan of `reference`, on any device and dtype, also the autograd path.
 
-`cross_scan_2d` is VMamba's four-route scan over an image built on the same kernels: fused into one
-C loop (CPU) or one Triton launch (GPU) without gradients, route by route through `selective_scan` with them.
+`cross_scan_2d` is VMamba's four-route scan over an image, in the channels-last (B, L, D) layout of the
+VMamba block: without gradients one C pass that holds 16 channels per vector (so B_t[n], C_t[n] are
+scalars and <C_t, h_t> needs no horizontal sum) on the CPU, or one Triton launch on the GPU; with them
+route by route through `selective_scan`.
 
 The recurrence is evaluated step by step in every backend. It only ever multiplies by decays in
 (0, 1], so nothing under- or overflows at L = 4096, unlike closed forms built on cumulative products.

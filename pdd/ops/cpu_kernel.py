@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = "selective_scan.c"  # package data of pdd.ops
 MAX_STATE = 256  # the C loops keep the states in fixed arrays of this size
+LANES = 16  # channels per vector of the channels-last cross scan (LANES in selective_scan.c)
+ROUTES = 4  # VMamba's cross scan: row-major, column-major, and both reversed
 # No -ffast-math: it would let gcc drop exp_f32's rounding trick, and gcc 12 links it with code that
 # sets flush-to-zero for the whole process. -fopenmp-simd only honours the `omp simd` pragma.
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC"]
@@ -71,8 +73,9 @@ def load_kernel() -> ctypes.CDLL | None:
         log.warning("selective_scan: could not build the C kernel (%s); using the PyTorch scan", exc)
         return None
     library.selective_scan_rows.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 6
-    library.cross_scan_rows.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 6
-    for function in (library.selective_scan_rows, library.cross_scan_rows):
+    library.cross_scan_channels_last.argtypes = ([ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_void_p] * 5
+                                                 + [ctypes.c_int64] * 10)
+    for function in (library.selective_scan_rows, library.cross_scan_channels_last):
         function.restype = None
     return library
 
@@ -109,20 +112,28 @@ def check_state_size(n_state: int) -> None:
         raise ValueError(f"the C kernel supports N <= {MAX_STATE}; use backend='torch'")
 
 
-def cross_scan_forward(u, dt, A, B, C, D, height: int, width: int) -> torch.Tensor:
-    """`dispatch.cross_scan_2d` in one C pass over the pixels (no gradient); shapes as there."""
-    batch, channels, _ = u.shape
-    u, dt, A, D = (t.contiguous() for t in (u, dt, A, D))
-    B, C = B.transpose(-1, -2).contiguous(), C.transpose(-1, -2).contiguous()
+def cross_scan_forward(u, delta, delta_bias, delta_softplus: bool, A, B, C, D, height: int, width: int) -> torch.Tensor:
+    """`dispatch.cross_scan_2d` in one C pass over the pixels (no gradient), in the channels-last layout of
+    the VMamba block; shapes as there. u, delta and the output are read and written where they lie; B and C
+    may be strided views (of the `x_proj` output) as long as their states are contiguous. The bias and
+    softplus of the steps are applied in the kernel, as each step is read."""
+    batch, length, channels = u.shape
+    n_state = A.shape[1]
+    u, delta, D = u.contiguous(), delta.contiguous(), D.contiguous()
+    delta_bias = torch.zeros_like(D) if delta_bias is None else delta_bias.contiguous()
+    A_t = A.view(ROUTES, channels, n_state).transpose(1, 2).contiguous()  # (4, N, channels): a vector per state
+    if B.stride() != C.stride() or B.stride(-1) != 1:  # the kernel walks both with one set of strides
+        B, C = B.contiguous(), C.contiguous()
     y = torch.empty_like(u)
-    _run_rows(load_kernel().cross_scan_rows, batch * channels, u, dt, A, B, C, D, y,
-              channels, height, width, A.shape[1])
+    blocks = batch * -(-channels // LANES)
+    _run_rows(load_kernel().cross_scan_channels_last, blocks, u, delta, delta_bias, int(delta_softplus), A_t, B, C,
+              D, y, batch, channels, height, width, n_state, B.stride(0), B.stride(1), B.stride(2))
     return y
 
 
 def _run_rows(function, rows: int, *arguments) -> None:
-    """Call `function(*pointers, *integers, row_begin, row_end)` on row ranges split evenly over torch's
-    threads: ctypes releases the GIL, so the threads run truly in parallel."""
+    """Call `function(*pointers, *integers, row_begin, row_end)` on ranges of rows (or channel blocks) split
+    evenly over torch's threads: ctypes releases the GIL, so the threads run truly in parallel."""
     values = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in arguments]
     workers = max(1, min(torch.get_num_threads(), rows))
     bounds = [rows * i // workers for i in range(workers + 1)]

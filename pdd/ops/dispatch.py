@@ -86,7 +86,7 @@ def available_backends() -> list[str]:
 
 def cross_scan_2d(
     u: torch.Tensor,
-    dt: torch.Tensor,
+    delta: torch.Tensor,
     A: torch.Tensor,
     B: torch.Tensor,
     C: torch.Tensor,
@@ -94,54 +94,66 @@ def cross_scan_2d(
     height: int,
     width: int,
     *,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
     backend: str = "auto",
 ) -> torch.Tensor:
     """VMamba's cross scan (SS2D v0): selective scans along four routes over an H x W grid (row-major,
     column-major, and both reversed), each output put back at its pixel, summed, plus the D skips.
 
-    Every input is in pixel (row-major) order, so a caller never builds the routes. The ``fused`` C
-    kernel walks each route over the same memory (nothing is copied, transposed or flipped; routes and
-    skips are summed in place) but has no backward; the ``triton`` kernel does the same on the GPU
-    (`pdd.ops.triton_scan`, also forward-only). The other backends materialise the routes and scan
-    them with `selective_scan` of that backend: the differentiable reference.
+    Every tensor is in the channels-last pixel order of the VMamba block (pixel-major, channels
+    innermost), so a caller neither builds the routes nor transposes anything. The ``fused`` C kernel
+    walks each route over that same memory, 16 channels per vector (nothing is copied, transposed or
+    flipped; routes and skips are summed in place) but has no backward; the ``triton`` kernel does the
+    same on the GPU (`pdd.ops.triton_scan`, also forward-only). The other backends materialise the routes
+    channel-first and scan them with `selective_scan` of that backend: the differentiable reference.
 
     Args:
-        u: (batch, channels, L), L = height * width.
-        dt: (batch, 4, channels, L) step sizes, already biased and activated (softplus).
-        A: (4 * channels, N). B, C: (batch, 4, N, L). D: (4 * channels,).
+        u: (batch, L, channels), L = height * width.
+        delta: (4, batch, L, channels) step sizes, before delta_bias and softplus (as `selective_scan`).
+        A: (4 * channels, N). B, C: (batch, L, 4, N), e.g. strided views of the ``x_proj`` output.
+        D: (4 * channels,). delta_bias: (4 * channels,), like A and D route-major.
+        delta_softplus: steps = softplus(delta + delta_bias); the fused kernels apply both as they read them.
         backend: "auto" (without gradients: ``fused`` for float32 CPU tensors, ``triton`` for CUDA tensors
             when mamba-ssm is absent; else `selective_scan`'s "auto"), "fused", "triton", or a
             `selective_scan` backend for route-by-route scans.
 
     Returns:
-        y of shape (batch, channels, L).
+        y of shape (batch, L, channels), contiguous.
     """
-    batch, channels, length = u.shape
+    batch, length, channels = u.shape
     n_state = A.shape[-1]
-    expected = {"dt": (batch, ROUTES, channels, length), "A": (ROUTES * channels, n_state),
-                "B": (batch, ROUTES, n_state, length), "C": (batch, ROUTES, n_state, length), "D": (ROUTES * channels,)}
-    for name, tensor in zip(expected, (dt, A, B, C, D)):
+    expected = {"delta": (ROUTES, batch, length, channels), "A": (ROUTES * channels, n_state),
+                "B": (batch, length, ROUTES, n_state), "C": (batch, length, ROUTES, n_state), "D": (ROUTES * channels,),
+                "delta_bias": (ROUTES * channels,)}
+    bias = D if delta_bias is None else delta_bias  # D's shape: nothing to check without a bias
+    for name, tensor in zip(expected, (delta, A, B, C, D, bias)):
         if tuple(tensor.shape) != expected[name] or height * width != length:
             raise ValueError(f"cross_scan_2d: {name} must be {expected[name]} for u {tuple(u.shape)} on a "
                              f"{height}x{width} grid; got {tuple(tensor.shape)}")
-    inputs = (u, dt, A, B, C, D)
+    inputs = (u, delta, A, B, C, D, bias)
     if backend == "triton" or (backend == "auto" and _auto_picks_triton(*inputs)):
-        return _triton_scan(u).cross_scan_2d(u, dt, A, B, C, D, height, width)
+        return _triton_scan(u).cross_scan_2d(u, delta, A, B, C, D, height, width, delta_bias=delta_bias,
+                                             delta_softplus=delta_softplus)
     fusable = (not _needs_grad(*inputs) and n_state <= cpu_kernel.MAX_STATE and cpu_kernel.load_kernel() is not None
                and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in inputs))
     if backend == "fused" and not fusable:
         raise RuntimeError("backend='fused' needs float32 CPU tensors without gradients, N <= "
                            f"{cpu_kernel.MAX_STATE} and a working C compiler (cc); use backend='auto'")
     if backend == "fused" or (backend == "auto" and fusable):
-        return cpu_kernel.cross_scan_forward(u, dt, A, B, C, D, height, width)
+        return cpu_kernel.cross_scan_forward(u, delta, delta_bias, delta_softplus, A, B, C, D, height, width)
 
     def routes(x: torch.Tensor) -> torch.Tensor:  # (batch, 4, ..., L) in pixel order -> each route's order
         return torch.stack([_route_order(x[:, k], k, height, width) for k in range(ROUTES)], dim=1)
 
+    # Channel-first (..., L) rows, as `selective_scan` takes them.
+    u, delta, B, C = u.transpose(1, 2), delta.permute(1, 0, 3, 2), B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1)
     xs = routes(u.unsqueeze(1).expand(batch, ROUTES, channels, length))
-    y = selective_scan(xs.flatten(1, 2), routes(dt).flatten(1, 2), A, routes(B), routes(C), D, backend=backend)
+    y = selective_scan(xs.flatten(1, 2), routes(delta).flatten(1, 2), A, routes(B), routes(C), D,
+                       delta_bias=delta_bias, delta_softplus=delta_softplus, backend=backend)
     y = y.view(batch, ROUTES, channels, length)
-    return sum(_pixel_order(y[:, k], k, height, width) for k in range(ROUTES))
+    y = sum(_pixel_order(y[:, k], k, height, width) for k in range(ROUTES))
+    return y.transpose(1, 2).contiguous()
 
 
 def _route_order(x: torch.Tensor, route: int, height: int, width: int) -> torch.Tensor:

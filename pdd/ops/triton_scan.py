@@ -50,38 +50,45 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     groups = grouped_B.shape[1]
     dtype = _compute_dtype(u)
     y = torch.empty(u.shape, dtype=dtype, device=u.device)
-    _launch(u, delta, A, grouped_B, grouped_C, D, z, delta_bias, y, dtype=dtype, groups=groups,
-            per_group=channels // groups, u_group_stride=channels // groups * length, softplus=delta_softplus)
+
+    def by_group(t):  # (batch, channels, L) -> (batch, groups, channels per group, L)
+        return None if t is None else t.to(dtype).view(batch, groups, channels // groups, length)
+
+    _launch(by_group(u), by_group(delta), A, grouped_B, grouped_C, D, by_group(z), delta_bias, by_group(y),
+            dtype=dtype, softplus=delta_softplus)
     return y.to(u.dtype)
 
 
-def cross_scan_2d(u, dt, A, B, C, D, height: int, width: int) -> torch.Tensor:
-    """`pdd.ops.dispatch.cross_scan_2d` (shapes checked there) in one launch over the four routes."""
-    _require_no_grad(u, dt, A, B, C, D)
-    batch, channels, length = u.shape
+def cross_scan_2d(u, delta, A, B, C, D, height: int, width: int, *, delta_bias=None,
+                  delta_softplus=False) -> torch.Tensor:
+    """`pdd.ops.dispatch.cross_scan_2d` (shapes checked there: channels-last u, delta, B, C) in one launch
+    over the four routes; each route writes its own slice of a (4, batch, L, channels) buffer, summed after."""
+    _require_no_grad(u, delta, A, B, C, D, delta_bias)
+    batch, length, channels = u.shape
     dtype = _compute_dtype(u)
-    routes = torch.empty(dt.shape, dtype=dtype, device=u.device)
-    _launch(u, dt, A, B, C, D, None, None, routes, dtype=dtype, groups=ROUTES, per_group=channels,
-            u_group_stride=0, softplus=False, height=height, width=width)
-    return routes.sum(dim=1).to(u.dtype)
+    routes = torch.empty(delta.shape, dtype=dtype, device=u.device)
+    # (batch, route, channel, step) views of the block's memory: nothing is copied (u is shared by the routes)
+    _launch(u.to(dtype).permute(0, 2, 1).unsqueeze(1).expand(batch, ROUTES, channels, length),
+            delta.to(dtype).permute(1, 0, 3, 2), A, B.to(dtype).permute(0, 2, 3, 1), C.to(dtype).permute(0, 2, 3, 1),
+            D, None, delta_bias, routes.permute(1, 0, 3, 2), dtype=dtype, softplus=delta_softplus,
+            height=height, width=width)
+    return routes.sum(dim=0).to(u.dtype)
 
 
-def _launch(u, dt, A, B, C, D, z, delta_bias, y, *, dtype, groups, per_group, u_group_stride, softplus,
-            height=None, width=None) -> None:
-    """Run the kernel over (batch, groups, channel blocks). dt, z and y are (batch, groups * per_group, L);
-    u is indexed as u[b, g * u_group_stride / L + c] (0: all groups share u's channels, the cross scan)."""
-    batch, length = u.shape[0], u.shape[-1]
+def _launch(u, dt, A, B, C, D, z, delta_bias, y, *, dtype, softplus, height=None, width=None) -> None:
+    """Run the kernel over (batch, groups, channel blocks). u, dt, z and y are (batch, groups, channels per
+    group, L) and B, C (batch, groups, N, L), in any strides (the kernel reads them where they lie)."""
+    batch, groups, per_group, length = y.shape
     n_state = A.shape[1]
-    u, dt, A, B, C = (t.to(dtype).contiguous() for t in (u, dt, A, B, C))
-    optional = [t.to(dtype).contiguous() if t is not None else None for t in (D, z, delta_bias)]
-    placeholder = y  # never read: its HAS_* flag is off
-    D, z, delta_bias = (t if t is not None else placeholder for t in optional)
+    A = A.to(dtype).contiguous()
+    optional = [t.to(dtype).contiguous() if t is not None else None for t in (D, delta_bias)]
+    D, delta_bias = (t if t is not None else A for t in optional)  # a placeholder is never read: HAS_* is off
     grid = (batch, groups, triton.cdiv(per_group, BLOCK_D))
     _scan_kernel[grid](
-        u, dt, A, B, C, D, z, delta_bias, y,
-        u.shape[1] * length, u_group_stride, groups, per_group, n_state, length,
-        height or 1, width or length,
-        HAS_D=optional[0] is not None, HAS_Z=optional[1] is not None, HAS_BIAS=optional[2] is not None,
+        u, dt, A, B, C, D, z if z is not None else y, delta_bias, y,
+        *u.stride(), *dt.stride(), *B.stride(), *C.stride(), *(z if z is not None else y).stride(), *y.stride(),
+        per_group, n_state, length, height or 1, width or length,
+        HAS_D=optional[0] is not None, HAS_Z=z is not None, HAS_BIAS=optional[1] is not None,
         SOFTPLUS=softplus, ROUTED=height is not None,
         BLOCK_D=BLOCK_D, BLOCK_N=triton.next_power_of_2(n_state),
     )
@@ -100,20 +107,26 @@ def _require_no_grad(*tensors) -> None:
 @triton.jit
 def _scan_kernel(
     u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr,
-    u_batch_stride, u_group_stride, groups, per_group, n_state, length, height, width,
+    su_b, su_g, su_d, su_t, sdt_b, sdt_g, sdt_d, sdt_t, sB_b, sB_g, sB_n, sB_t, sC_b, sC_g, sC_n, sC_t,
+    sz_b, sz_g, sz_d, sz_t, sy_b, sy_g, sy_d, sy_t,
+    per_group, n_state, length, height, width,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     ROUTED: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)
     g = tl.program_id(1)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     n = tl.arange(0, BLOCK_N)
     d_ok = d < per_group
     n_ok = n < n_state
-    channel = g * per_group + d  # index into dt, z, y, A, D, delta_bias
-    row = (b * groups * per_group + channel).to(tl.int64) * length
-    u_row = b.to(tl.int64) * u_batch_stride + g * u_group_stride + d.to(tl.int64) * length
-    bc_base = (b * groups + g).to(tl.int64) * n_state * length
+    channel = g * per_group + d  # index into A, D and delta_bias
+    d64 = d.to(tl.int64)
+    u_row = b * su_b + g * su_g + d64 * su_d
+    dt_row = b * sdt_b + g * sdt_g + d64 * sdt_d
+    z_row = b * sz_b + g * sz_g + d64 * sz_d
+    y_row = b * sy_b + g * sy_g + d64 * sy_d
+    B_row = b * sB_b + g * sB_g + n.to(tl.int64) * sB_n
+    C_row = b * sC_b + g * sC_g + n.to(tl.int64) * sC_n
     # Padded channels (u = 0, never stored) and states (A = B = C = 0) stay at zero.
     A = tl.load(A_ptr + channel[:, None] * n_state + n[None, :], mask=d_ok[:, None] & n_ok[None, :], other=0.0)
     if HAS_D:
@@ -124,11 +137,11 @@ def _scan_kernel(
     for t in range(0, length):
         if ROUTED:  # route g: 0 row-major, 1 column-major, 2 and 3 the same reversed
             s = tl.where(g >= 2, length - 1 - t, t)
-            pixel = tl.where(g % 2 == 1, (s % height) * width + s // height, s)
+            pixel = tl.where(g % 2 == 1, (s % height) * width + s // height, s).to(tl.int64)
         else:
-            pixel = t
-        u = tl.load(u_ptr + u_row + pixel, mask=d_ok, other=0.0)
-        dt = tl.load(dt_ptr + row + pixel, mask=d_ok, other=0.0)
+            pixel = tl.full((), t, tl.int64)
+        u = tl.load(u_ptr + u_row + pixel * su_t, mask=d_ok, other=0.0)
+        dt = tl.load(dt_ptr + dt_row + pixel * sdt_t, mask=d_ok, other=0.0)
         if HAS_BIAS:
             dt += bias
         if SOFTPLUS:  # log(1 + e^x), identity above 20 as in mamba-ssm and torch; log1p by Goldberg's trick
@@ -137,13 +150,13 @@ def _scan_kernel(
             e = tl.exp(tl.minimum(dt, 20.0))
             w = 1.0 + e
             dt = tl.where(dt > 20.0, dt, tl.where(w == 1.0, e, tl.log(w) * e / (w - 1.0)))
-        B = tl.load(B_ptr + bc_base + n * length + pixel, mask=n_ok, other=0.0)
-        C = tl.load(C_ptr + bc_base + n * length + pixel, mask=n_ok, other=0.0)
+        B = tl.load(B_ptr + B_row + pixel * sB_t, mask=n_ok, other=0.0)
+        C = tl.load(C_ptr + C_row + pixel * sC_t, mask=n_ok, other=0.0)
         state = tl.exp(dt[:, None] * A) * state + (dt * u)[:, None] * B[None, :]
         y = tl.sum(state * C[None, :], axis=1)
         if HAS_D:
             y += skip * u
         if HAS_Z:
-            gate = tl.load(z_ptr + row + pixel, mask=d_ok, other=0.0)
+            gate = tl.load(z_ptr + z_row + pixel * sz_t, mask=d_ok, other=0.0)
             y *= gate * tl.sigmoid(gate)
-        tl.store(y_ptr + row + pixel, y, mask=d_ok)
+        tl.store(y_ptr + y_row + pixel * sy_t, y, mask=d_ok)

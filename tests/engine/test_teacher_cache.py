@@ -40,6 +40,21 @@ def test_hits_return_what_a_miss_computed(tmp_path):
     assert (cache.hits, cache.misses) == (3, 4)
 
 
+def test_hits_and_misses_keep_the_teachers_memory_layout(tmp_path):
+    """VMamba's taps are channels_last views (the authors' layout); a cached batch must be laid out the same."""
+    cache = TeacherFeatureCache(tmp_path, {"t": "layout"}, image_size=8)
+    images, keys = _batch(3, seed=6)
+
+    def channels_last_teacher(batch):
+        return {"z0": (batch * 2).contiguous(memory_format=torch.channels_last)}
+
+    miss = cache.features(channels_last_teacher, images, keys)
+    hit = cache.features(channels_last_teacher, images, keys)
+    expected = channels_last_teacher(images)["z0"]
+    for served in (miss["z0"], hit["z0"]):
+        assert served.stride() == expected.stride() and torch.equal(served, expected)
+
+
 def test_partial_hits_compute_only_the_new_images(tmp_path):
     teacher = _CountingTeacher()
     cache = TeacherFeatureCache(tmp_path, {"t": "x"}, image_size=8)

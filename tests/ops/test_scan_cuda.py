@@ -11,7 +11,7 @@ import torch
 
 from pdd.ops import available_backends, cross_scan_2d, selective_scan
 from tests.ops.test_cross_scan import make_inputs as make_grid_inputs
-from tests.ops.test_cross_scan import reference as route_by_route_reference
+from tests.ops.test_cross_scan import step_by_step_reference as cross_scan_reference
 from tests.ops.test_selective_scan import make_inputs, relative_error, sequential_reference
 from tests.ops.test_triton_scan import VMAMBA_TINY_STAGES
 
@@ -42,7 +42,7 @@ def test_cross_scan_backends_match_route_by_route_scans(backend):
     inputs = make_grid_inputs(batch=2, channels=24, height=32, width=48)
     with torch.no_grad():
         y = cross_scan_2d(**on_cuda(inputs), backend=backend)
-    assert relative_error(y.cpu(), route_by_route_reference(**inputs)) <= MAX_RELATIVE_ERROR
+    assert relative_error(y.cpu(), cross_scan_reference(**inputs)) <= MAX_RELATIVE_ERROR
 
 
 def test_auto_falls_back_to_a_differentiable_scan_for_gradients():

@@ -12,7 +12,7 @@ import torch
 
 from pdd.ops import available_backends, cross_scan_2d, dispatch, selective_scan
 from tests.ops.test_cross_scan import make_inputs as make_grid_inputs
-from tests.ops.test_cross_scan import reference as route_by_route_reference
+from tests.ops.test_cross_scan import step_by_step_reference as cross_scan_reference
 from tests.ops.test_selective_scan import (
     OPTION_CASES,
     assert_matches_sequential_reference,
@@ -62,7 +62,7 @@ def test_cross_scan_matches_route_by_route_scans(triton_scan, n_state, height, w
     with torch.no_grad():
         y = cross_scan_2d(**inputs, backend="triton")
     assert y.shape == inputs["u"].shape and y.dtype == torch.float32
-    assert relative_error(y, route_by_route_reference(**inputs)) <= 1e-5
+    assert relative_error(y, cross_scan_reference(**inputs)) <= 1e-5
 
 
 def test_half_precision_inputs_return_their_dtype(triton_scan):
@@ -79,7 +79,7 @@ def test_is_forward_only(triton_scan):
     with pytest.raises(RuntimeError, match="forward-only"):
         selective_scan(**inputs, backend="triton")
     grid = make_grid_inputs()
-    grid["dt"].requires_grad_()
+    grid["delta"].requires_grad_()
     with pytest.raises(RuntimeError, match="forward-only"):
         cross_scan_2d(**grid, backend="triton")
 
@@ -111,7 +111,7 @@ def test_auto_picks_triton_on_cuda_without_mamba(pretend_cuda):
         y_grid = cross_scan_2d(**make_grid_inputs())
     assert pretend_cuda == [1, 1]
     assert relative_error(y, sequential_reference(**inputs, delta_softplus=True)) <= 1e-5
-    assert relative_error(y_grid, route_by_route_reference(**make_grid_inputs())) <= 1e-5
+    assert relative_error(y_grid, cross_scan_reference(**make_grid_inputs())) <= 1e-5
 
 
 def test_auto_leaves_gradients_to_the_differentiable_scan(pretend_cuda):

@@ -1,0 +1,71 @@
+"""Where the `full` training step (cached features, Adam) spends its time: per phase and per op.
+
+    python -m benchmarks.profile_train [--size 256] [--batch 10] [--steps 2]
+
+Phases are timed around the step's parts (forward of the adapters, MPA, students and loss; backward; Adam),
+medians over `--steps` steps after a warm-up; ops come from torch.profiler over the same steps (self CPU
+time, the 15 largest). The step is the engine's: `benchmarks.bench_train.pdd_step`'s "engine" layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.bench_train import PARAMS_FILE
+from pdd.config import load_params
+from pdd.engine.schedule import build_optimizer
+from pdd.models import build_pdd
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=2)
+    args = parser.parse_args()
+    train = load_params(PARAMS_FILE).train
+    torch.manual_seed(0)
+    model = build_pdd("full", "code", pretrained=False).train()
+    with torch.no_grad():
+        features = model.teacher_features(torch.randn(args.batch, 3, args.size, args.size))
+    optimizer = build_optimizer(model.student_parameters(), train.lr, tuple(train.betas), train.weight_decay)
+    phases: dict[str, list[float]] = {}
+
+    def timed(name, fn, *fn_args):
+        start = time.perf_counter()
+        result = fn(*fn_args)
+        phases.setdefault(name, []).append(time.perf_counter() - start)
+        return result
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        targets, code = timed("adapters (neck)", model.neck, features)
+        priors = timed("MPA", model.mpa, code)
+        students = {path: timed(f"student {path}", model.student(path), code, priors if path == "prior" else None)
+                    for path in model.variant.student_paths}
+        total = timed("loss", model.criterion, students, targets)["total"]
+        timed("backward", total.backward)
+        timed("Adam", optimizer.step)
+
+    step()
+    phases.clear()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(args.steps):
+            step()
+    medians = {name: statistics.median(times) for name, times in phases.items()}
+    whole = sum(medians.values())
+    print(f"`full` step, {args.size}², batch {args.batch}, {torch.get_num_threads()} threads, "
+          f"load {os.getloadavg()}: {whole:.2f} s per step")
+    for name, seconds in medians.items():
+        print(f"  {name:<18} {seconds:7.3f} s  {100 * seconds / whole:5.1f} %")
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
