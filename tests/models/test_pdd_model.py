@@ -153,3 +153,22 @@ def test_options_resolution():
         PDDOptions.resolve("M5")
     with pytest.raises(ConfigError, match="prp_cos_sign"):
         PDDOptions.resolve("full", prp_cos_sign=0)
+
+
+@pytest.mark.parametrize("variant", ["full", "M3"])
+def test_the_engine_layout_trains_exactly_like_an_all_channels_last_model(tiny_pdd, images, variant):
+    """VMamba's taps are channels_last views (the authors' layout), so every student conv and BN already runs in
+    channels_last: converting the trainable modules too changes no bit of the losses or the gradients
+    (benchmarks/README.md, the layout accuracy check). A contiguous-copy regression of the taps would not."""
+    engine = tiny_pdd(variant, "code")
+    features = engine.teacher_features(images)
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for name, f in features.items()
+               if name.startswith("Z") and f.shape[-1] > 1), {name: f.stride() for name, f in features.items()}
+    converted = tiny_pdd(variant, "code").to(memory_format=torch.channels_last)
+    for model in (engine, converted):
+        model.train()
+        model.loss_from_features(features)["total"].backward()
+    assert torch.equal(engine.loss_from_features(features)["total"], converted.loss_from_features(features)["total"])
+    for (name, ours), (_, theirs) in zip(engine.named_parameters(), converted.named_parameters()):
+        if ours.grad is not None:
+            assert torch.equal(ours.grad, theirs.grad), name
