@@ -5,8 +5,9 @@ the figure of merit is achieved GFLOP/s (FLOPs from torch.utils.flop_counter), s
 different amounts of work. The target ratio is the PDD step exactly as `pdd train` runs it: the
 repository's params.yaml train settings (Adam's lr, betas and weight decay, bf16 autocast), the trainable
 modules as built and the teacher features in the layout the teachers (and the teacher cache) give them.
-The same step with the trainable modules and every feature in channels_last is reported beside it: the
-engine does not train that way (benchmarks/README.md: the accuracy check). Peak RSS of a real
+The same step with the whole model and every feature converted to channels_last is reported beside it
+(for `full` the engine's layout already is that: channels_last taps and trainable weights, bit-identical;
+benchmarks/README.md: the accuracy check), and with the features copied to NCHW. Peak RSS of a real
 first-epoch step (teachers computed, no cache) is measured in a fresh process. On a GPU (``--device cuda``)
 the step is also timed under bf16 autocast, and the peak GPU memory of a step is reported instead of the RSS.
 """
@@ -28,7 +29,7 @@ from pdd.models import build_pdd
 BATCH = 10  # the authors' batch size
 PEAK_RSS_LIMIT_GIB = 8
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
-# "engine": as `pdd train` runs; "channels_last": modules and every feature converted (bit-identical to "engine"
+# "engine": as `pdd train` runs; "channels_last": the whole model and every feature converted (bit-identical to "engine"
 # for the VMamba variants, benchmarks/README.md); "contiguous": every feature copied to NCHW (the layout before
 # the VMamba taps became the authors' channels_last views; not the authors' numerics).
 LAYOUTS = ("engine", "channels_last", "contiguous")
@@ -117,7 +118,7 @@ def run(settings: Settings) -> dict:
                      f"{pdd['images_per_s']:.2f} img/s ({pdd['gflops_per_step'] / batch:.0f} GFLOP/img)"),
         Ratio("train step `full`: all channels_last vs the engine's layout",
               pdd["seconds_per_step"] / report["pdd_full_channels_last"]["seconds_per_step"],
-              detail="speed-up of channels_last (> 1 means faster); the engine does not use it"),
+              detail="speed-up of converting everything (> 1 means faster); ~1: the engine's layout already is it"),
         Ratio("train step `full`: contiguous features vs the engine's (authors') layout",
               pdd["seconds_per_step"] / report["pdd_full_contiguous"]["seconds_per_step"],
               detail="speed-up of NCHW copies of the VMamba taps (> 1 means faster); not the authors' numerics"),

@@ -71,6 +71,13 @@ class PDDModel(nn.Module):
         )
         for module in self.trainable_modules():
             init_official_(module)
+            if variant.uses_vmamba:
+                # VMamba's taps are channels_last views (the authors' layout), so the fused features, and with
+                # them every conv and BN of the neck, MPA and students, already run channels_last. Weights in
+                # that layout too change no bit of the losses or gradients (tests/models/test_pdd_model.py) and
+                # make the training step ~1.2x faster (benchmarks/README.md). M1/M2 read wide-ResNet's
+                # contiguous maps and keep RD4AD's layout, and with it its numerics.
+                module.to(memory_format=torch.channels_last)
         self.criterion = PDDLoss(options)
         self.anomaly_maps = AnomalyMapGenerator(sigma=options.map_sigma)
 

@@ -155,20 +155,25 @@ def test_options_resolution():
         PDDOptions.resolve("full", prp_cos_sign=0)
 
 
-@pytest.mark.parametrize("variant", ["full", "M3"])
-def test_the_engine_layout_trains_exactly_like_an_all_channels_last_model(tiny_pdd, images, variant):
-    """VMamba's taps are channels_last views (the authors' layout), so every student conv and BN already runs in
-    channels_last: converting the trainable modules too changes no bit of the losses or the gradients
-    (benchmarks/README.md, the layout accuracy check). A contiguous-copy regression of the taps would not."""
-    engine = tiny_pdd(variant, "code")
-    features = engine.teacher_features(images)
-    assert all(f.is_contiguous(memory_format=torch.channels_last) for name, f in features.items()
+@pytest.mark.parametrize("variant", ["full", "M3", "M1"])
+def test_trainable_weights_take_the_layout_of_the_features_and_train_exactly_as_in_contiguous_memory(
+        tiny_pdd, images, variant):
+    """VMamba's taps are channels_last views (the authors' layout), so every student conv and BN runs channels_last
+    whatever the weights' layout: the VMamba variants keep their trainable weights channels_last too (faster), which
+    changes no bit of the losses or gradients. M1 (RD4AD) reads contiguous wide-ResNet maps and keeps contiguous
+    weights, and so RD4AD's numerics. A contiguous-copy regression of the taps fails the first assertion."""
+    model = tiny_pdd(variant, "code")
+    features = model.teacher_features(images)
+    uses_vmamba = variant != "M1"
+    assert all(f.is_contiguous(memory_format=torch.channels_last) == uses_vmamba for name, f in features.items()
                if name.startswith("Z") and f.shape[-1] > 1), {name: f.stride() for name, f in features.items()}
-    converted = tiny_pdd(variant, "code").to(memory_format=torch.channels_last)
-    for model in (engine, converted):
-        model.train()
-        model.loss_from_features(features)["total"].backward()
-    assert torch.equal(engine.loss_from_features(features)["total"], converted.loss_from_features(features)["total"])
-    for (name, ours), (_, theirs) in zip(engine.named_parameters(), converted.named_parameters()):
+    conv_weights = [p for p in model.student_parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) is uses_vmamba for w in conv_weights)
+    contiguous = tiny_pdd(variant, "code").to(memory_format=torch.contiguous_format)
+    for trained in (model, contiguous):
+        trained.train()
+        trained.loss_from_features(features)["total"].backward()
+    assert torch.equal(model.loss_from_features(features)["total"], contiguous.loss_from_features(features)["total"])
+    for (name, ours), (_, theirs) in zip(model.named_parameters(), contiguous.named_parameters()):
         if ours.grad is not None:
             assert torch.equal(ours.grad, theirs.grad), name
