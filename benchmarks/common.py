@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from pdd.engine.allocator import tune_allocator
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -116,6 +118,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average": [round(x, 2) for x in load] if load else None,
+        "malloc_tuning": tune_allocator(),  # what `pdd` set (None: not glibc, or PDD_MALLOC_TUNING=0)
     }
 
 
@@ -134,11 +137,12 @@ def run_isolated(code: str, timeout: float = 1800) -> dict[str, Any]:
     """Run `code` in a fresh interpreter; return the JSON object it prints last, plus its own peak RSS.
 
     A fresh process is the only honest way to measure a peak resident set: this one has already
-    touched memory for other benchmarks.
+    touched memory for other benchmarks. It tunes the allocator first, as the `pdd` command does.
     """
+    prologue = "from pdd.engine.allocator import tune_allocator\ntune_allocator()\n"
     epilogue = ("\nimport json as _j, resource as _r\n"
                 "print(_j.dumps({'peak_rss_bytes': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss * 1024}))\n")
-    completed = subprocess.run([sys.executable, "-c", code + epilogue], capture_output=True, text=True,
+    completed = subprocess.run([sys.executable, "-c", prologue + code + epilogue], capture_output=True, text=True,
                                timeout=timeout, check=False)
     if completed.returncode:
         raise RuntimeError(f"benchmark subprocess failed:\n{completed.stderr[-4000:]}")

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from pdd.engine.allocator import tune_allocator
 from pdd.errors import PDDError
 
 # sub-command modules; each exposes register(subparsers) and sets `func` on its parsers
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()  # before any thread starts: training steps reuse freed memory instead of faulting it in
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
