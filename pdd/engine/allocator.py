@@ -6,7 +6,7 @@ free top back to the kernel. A training step allocates and frees the same few hu
 iteration, many of them tens of MiB at 256² (a 10 × 256 × 64² float32 map is 42 MiB), so each step paid
 its activations again as page faults: 430,000 minor faults and 1.4 s of system time in a 4.8 s `full` step
 on the 2-core development machine (benchmarks/README.md). With the settings below the same step takes no
-faults after the first and runs 1.2x faster; numerics are untouched (only where memory comes from).
+faults once the heap has settled (a few steps) and runs 1.2-1.4x faster (benchmarks/README.md); numerics are untouched (only where memory comes from).
 
 This is the glibc counterpart of what PyTorch's CPU tuning guides do with jemalloc or tcmalloc via
 LD_PRELOAD, done in-process with `mallopt` so that `pdd` needs nothing installed or preloaded. It must run
