@@ -20,6 +20,29 @@ def resize_like(x: torch.Tensor, reference: torch.Tensor, align_corners: bool) -
     return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=align_corners)
 
 
+class _NCHWGradient(torch.autograd.Function):
+    """The identity, whose backward hands its gradient on in NCHW memory."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+def nchw_gradient(x: torch.Tensor) -> torch.Tensor:
+    """`x`, with the gradient that flows back through it made NCHW first.
+
+    The InA targets' gradients reach the bilinear upsampling's backward, whose CPU kernel sums in another order
+    for channels-last gradients. The authors' losses flatten their maps, so those gradients arrive NCHW there;
+    ours (pdd.ops.fused_loss) keep the students' channels-last layout, which is faster everywhere else. Pinning
+    the layout here keeps the upsampling's rounding the authors' (tests/models/test_pdd_model.py).
+    """
+    return _NCHWGradient.apply(x) if x.requires_grad else x
+
+
 def conv_bn(in_ch: int, out_ch: int, kernel: int = 1, dilation: int = 1) -> list[nn.Module]:
     padding = dilation * (kernel - 1) // 2
     return [
@@ -70,7 +93,7 @@ class TeacherFusion(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         targets = [
-            resize_like(adapter(features[f"Z{level}"]), features[f"R{level + 1}"], align_corners=True)
+            nchw_gradient(resize_like(adapter(features[f"Z{level}"]), features[f"R{level + 1}"], align_corners=True))
             + features[f"R{level + 1}"]
             for level, adapter in enumerate(self.ina)
         ]

@@ -14,21 +14,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdd.models.options import Cosine, LayerLoss, PDDOptions
+from pdd.ops.fused_loss import global_cosine_similarity, mse_loss
 
 Levels = Sequence[torch.Tensor]
 
 
 def sample_cosine(a: torch.Tensor, b: torch.Tensor, cosine: Cosine | str) -> torch.Tensor:
-    """One cosine similarity per sample (shape B): over the flattened C*H*W vector (`global`), or per
-    position along channels then averaged over positions (`local`)."""
+    """One cosine similarity per sample (shape B): over the flattened C*H*W vector (`global`, in fused
+    passes that are bit-identical to F.cosine_similarity's), or per position along channels then averaged
+    over positions (`local`)."""
     if Cosine(cosine) is Cosine.GLOBAL:
-        return F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=1e-8)
+        return global_cosine_similarity(a, b, eps=1e-8)
     return F.cosine_similarity(a, b, dim=1, eps=1e-8).flatten(1).mean(dim=1)
 
 
 def knowledge_reconstruction_loss(students: Levels, targets: Levels) -> torch.Tensor:
     """L_kr (eq. 5): sum over levels of the MSE between the plain student and the fused targets."""
-    return sum(F.mse_loss(s, t) for s, t in zip(students, targets, strict=True))
+    return sum(mse_loss(s, t) for s, t in zip(students, targets, strict=True))
 
 
 def prior_reconstruction_loss(
@@ -48,7 +50,7 @@ def prior_reconstruction_loss(
     for s, t in zip(students, targets, strict=True):
         cos = sample_cosine(s, t, cosine).mean()
         cos_term = cos if cos_sign > 0 else 1.0 - cos
-        total = total + alpha * F.mse_loss(s, t) + beta * cos_term
+        total = total + alpha * mse_loss(s, t) + beta * cos_term
     return total
 
 

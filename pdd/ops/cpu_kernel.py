@@ -1,11 +1,13 @@
-"""The compiled CPU kernels: build `selective_scan.c` once per source, flags and CPU, load it with ctypes.
+"""The compiled CPU kernels: build each C source of pdd.ops once per source, flags and CPU, load it with ctypes.
 
-The shared library is cached on disk (``~/.cache/pdd/kernels``, or ``PDD_KERNEL_DIR``) under a name keyed by
-the source's sha256, the compiler flags and the CPU. The compile runs under a file lock next to it, so that
-processes starting together on a cold cache (DDP ranks, parallel workflow jobs) compile once: the first
-builds, the others wait on the lock and load its result. The library is written atomically, so a reader
-never sees half of one. Without a working compiler (or with ``PDD_SCAN_KERNEL=0``) `load_kernel` gives
-None and the PyTorch scan is used.
+Two libraries: ``selective_scan.c`` (the scans of the teacher) and ``global_cosine.c`` (the elementwise
+passes of the losses' global cosine, built without floating-point contraction so that it stays
+bit-identical to PyTorch). Each shared library is cached on disk (``~/.cache/pdd/kernels``, or
+``PDD_KERNEL_DIR``) under a name keyed by the source's sha256, the compiler flags and the CPU. The compile
+runs under a file lock next to it, so that processes starting together on a cold cache (DDP ranks,
+parallel workflow jobs) compile once: the first builds, the others wait on the lock and load its result.
+The library is written atomically, so a reader never sees half of one. Without a working compiler (or with
+``PDD_SCAN_KERNEL=0`` / ``PDD_COSINE_KERNEL=0``) the loaders give None and the PyTorch paths are used.
 """
 
 from __future__ import annotations
@@ -30,60 +32,81 @@ from pdd.io import atomic_path
 log = logging.getLogger(__name__)
 
 SOURCE = "selective_scan.c"  # package data of pdd.ops
+COSINE_SOURCE = "global_cosine.c"
 MAX_STATE = 256  # the C loops keep the states in fixed arrays of this size
 LANES = 16  # channels per vector of the channels-last cross scan (LANES in selective_scan.c)
 ROUTES = 4  # VMamba's cross scan: row-major, column-major, and both reversed
 # No -ffast-math: it would let gcc drop exp_f32's rounding trick, and gcc 12 links it with code that
 # sets flush-to-zero for the whole process. -fopenmp-simd only honours the `omp simd` pragma.
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC"]
+# torch rounds after every multiply and add: a fused multiply-add would not (global_cosine.c)
+COSINE_FLAGS = [*FLAGS, "-ffp-contract=off"]
 _COMPILE_TIMEOUT_S = 120
 # A waiting process gives up (and uses the PyTorch scan) only if the build holding the lock is stuck.
 _LOCK_TIMEOUT_S = 2 * _COMPILE_TIMEOUT_S
+_P, _I = ctypes.c_void_p, ctypes.c_int64
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("PDD_KERNEL_DIR", Path.home() / ".cache" / "pdd" / "kernels"))
 
 
-def kernel_source() -> str:
-    return resources.files(__package__).joinpath(SOURCE).read_text()
+def kernel_source(name: str = SOURCE) -> str:
+    return resources.files(__package__).joinpath(name).read_text()
 
 
 @functools.cache
 def load_kernel() -> ctypes.CDLL | None:
-    """The compiled kernels, built on first use (once across processes); None when no compiler works."""
-    if os.environ.get("PDD_SCAN_KERNEL", "1") == "0":
+    """The compiled scans, built on first use (once across processes); None when no compiler works."""
+    return _load_library(SOURCE, FLAGS, "PDD_SCAN_KERNEL", {
+        "selective_scan_rows": [_P] * 6 + [_I] * 6,
+        "cross_scan_channels_last": [_P] * 3 + [_I] + [_P] * 5 + [_I] * 10,
+    })
+
+
+@functools.cache
+def load_cosine_kernel() -> ctypes.CDLL | None:
+    """The compiled passes of the global cosine, like `load_kernel`."""
+    return _load_library(COSINE_SOURCE, COSINE_FLAGS, "PDD_COSINE_KERNEL", {
+        "global_cosine_product": [_P] * 5 + [_I] * 3,
+        "global_cosine_norm_terms": [_P] * 7 + [_I] * 3,
+        "global_cosine_input_grads": [_P] * 11 + [_I] * 3,
+    })
+
+
+def _load_library(name: str, flags: list[str], switch: str, signatures: dict[str, list]) -> ctypes.CDLL | None:
+    """Build (under the lock, if no process has yet) and load the C source `name`, and declare its
+    functions' argument types; None when `switch` is "0" or no compiler works."""
+    if os.environ.get(switch, "1") == "0":
         return None
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
-        log.info("selective_scan: no C compiler found; using the PyTorch scan")
+        log.info("%s: no C compiler found; using the PyTorch path", name)
         return None
-    source = kernel_source()
+    source = kernel_source(name)
     source_sha256 = hashlib.sha256(source.encode()).hexdigest()
-    key = hashlib.sha256("\n".join([source_sha256, *FLAGS, platform.machine(), _cpu_flags()]).encode())
-    path = cache_dir() / f"selective_scan_{key.hexdigest()[:16]}.so"
+    key = hashlib.sha256("\n".join([source_sha256, *flags, platform.machine(), _cpu_flags()]).encode())
+    path = cache_dir() / f"{Path(name).stem}_{key.hexdigest()[:16]}.so"
     try:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             with FileLock(path.with_suffix(".lock"), timeout=_LOCK_TIMEOUT_S):
                 if not path.exists():  # another process may have built it while this one waited
-                    _compile(compiler, source, path)
+                    _compile(compiler, source, flags, path)
         library = ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError) as exc:  # filelock.Timeout is an OSError
-        log.warning("selective_scan: could not build the C kernel (%s); using the PyTorch scan", exc)
+        log.warning("%s: could not build the C kernel (%s); using the PyTorch path", name, exc)
         return None
-    library.selective_scan_rows.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 6
-    library.cross_scan_channels_last.argtypes = ([ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_void_p] * 5
-                                                 + [ctypes.c_int64] * 10)
-    for function in (library.selective_scan_rows, library.cross_scan_channels_last):
-        function.restype = None
+    for function, argtypes in signatures.items():
+        getattr(library, function).argtypes = argtypes
+        getattr(library, function).restype = None
     return library
 
 
-def _compile(compiler: str, source: str, path: Path) -> None:
-    log.info("selective_scan: compiling the C kernel into %s", path)
+def _compile(compiler: str, source: str, flags: list[str], path: Path) -> None:
+    log.info("compiling a C kernel into %s", path)
     with atomic_path(path) as tmp:
-        subprocess.run([compiler, *FLAGS, "-x", "c", "-", "-o", str(tmp)],
+        subprocess.run([compiler, *flags, "-x", "c", "-", "-o", str(tmp)],
                        input=source.encode(), check=True, capture_output=True, timeout=_COMPILE_TIMEOUT_S)
 
 
@@ -131,9 +154,37 @@ def cross_scan_forward(u, delta, delta_bias, delta_softplus: bool, A, B, C, D, h
     return y
 
 
+def global_cosine_product(x1, x2, n1, n2) -> torch.Tensor:
+    """(x1 / n1) * (x2 / n2) for contiguous float32 (rows, cols) x1, x2 and (rows, 1) clamped norms."""
+    product = torch.empty_like(x1)
+    _run_rows(load_cosine_kernel().global_cosine_product, x1.numel(), x1, x2, n1, n2, product, _row_length(x1))
+    return product
+
+
+def global_cosine_norm_terms(x1, x2, n1, n2, grad, need_x1: bool, need_x2: bool):
+    """-(g * b) * (a / n1) and -(g * a) * (b / n2), a = x1 / n1, b = x2 / n2 (None where not needed)."""
+    t1 = torch.empty_like(x1) if need_x1 else None
+    t2 = torch.empty_like(x2) if need_x2 else None
+    _run_rows(load_cosine_kernel().global_cosine_norm_terms, x1.numel(), x1, x2, n1, n2, grad, t1, t2,
+              _row_length(x1))
+    return t1, t2
+
+
+def global_cosine_input_grads(x1, x2, n1, n2, raw1, raw2, grad, sum1, sum2, out1, out2) -> None:
+    """(g * b) / n1 + sum1 * (x1 / raw1), and alike for x2, into out1 / out2 (either may be None, and may
+    be the buffers of `global_cosine_norm_terms`)."""
+    _run_rows(load_cosine_kernel().global_cosine_input_grads, x1.numel(), x1, x2, n1, n2, raw1, raw2, grad,
+              sum1, sum2, out1, out2, _row_length(x1))
+
+
+def _row_length(x: torch.Tensor) -> int:
+    """The elements of one sample (a row of the global cosine's passes)."""
+    return x.numel() // x.shape[0]
+
+
 def _run_rows(function, rows: int, *arguments) -> None:
-    """Call `function(*pointers, *integers, row_begin, row_end)` on ranges of rows (or channel blocks) split
-    evenly over torch's threads: ctypes releases the GIL, so the threads run truly in parallel."""
+    """Call `function(*pointers, *integers, row_begin, row_end)` on ranges of rows (or channel blocks, or
+    elements) split evenly over torch's threads: ctypes releases the GIL, so the threads run truly in parallel."""
     values = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in arguments]
     workers = max(1, min(torch.get_num_threads(), rows))
     bounds = [rows * i // workers for i in range(workers + 1)]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pdd.errors import ConfigError
+from pdd.models import adapters
+from pdd.models import loss as loss_module
 from pdd.models.options import PDDOptions, Variant
 from pdd.models.teachers import Teachers
 
@@ -177,3 +180,50 @@ def test_trainable_weights_take_the_layout_of_the_features_and_train_exactly_as_
     for (name, ours), (_, theirs) in zip(model.named_parameters(), contiguous.named_parameters()):
         if ours.grad is not None:
             assert torch.equal(ours.grad, theirs.grad), name
+
+
+def loss_and_gradients(model, features):
+    """Train-mode losses (batch statistics: the running ones they update do not enter) and fresh gradients."""
+    model.train().zero_grad(set_to_none=True)
+    terms = model.loss_from_features(features)
+    terms["total"].backward()
+    return ({name: value.detach() for name, value in terms.items() if torch.is_tensor(value)},
+            {name: p.grad for name, p in model.named_parameters() if p.grad is not None})
+
+
+def stock_losses(monkeypatch):
+    """pdd.models.loss on PyTorch's own cosine and MSE, as before pdd.ops.fused_loss."""
+    monkeypatch.setattr(loss_module, "global_cosine_similarity",
+                        lambda a, b, eps: F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1, eps=eps))
+    monkeypatch.setattr(loss_module, "mse_loss", F.mse_loss)
+
+
+@pytest.mark.parametrize("fidelity", FIDELITIES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fused_losses_train_every_variant_exactly_as_the_stock_ops(tiny_pdd, variant, fidelity, monkeypatch):
+    """The fused cosine and MSE (channels-last gradients) change no bit of any loss term or gradient: M1 stays
+    RD4AD's numerics and `full`/`code` the authors'. 32² is enough for the InA's upsampling to round
+    differently on channels-last gradients (the next test)."""
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    model = tiny_pdd(variant, fidelity)
+    features = model.teacher_features(images)
+    fused_terms, fused_grads = loss_and_gradients(model, features)
+    stock_losses(monkeypatch)
+    stock_terms, stock_grads = loss_and_gradients(model, features)
+    assert fused_terms.keys() == stock_terms.keys() and fused_grads.keys() == stock_grads.keys()
+    assert all(torch.equal(fused_terms[k], stock_terms[k]) for k in stock_terms), fused_terms
+    assert [k for k in stock_grads if not torch.equal(fused_grads[k], stock_grads[k])] == []
+
+
+def test_the_targets_gradient_reaches_the_ina_upsampling_in_nchw(tiny_pdd, monkeypatch):
+    """Without `nchw_gradient` the fused losses' channels-last gradients would change the InA weights' gradients
+    in `full`/`code` (targets not detached) by float32 rounding."""
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    model = tiny_pdd("full", "code")
+    features = model.teacher_features(images)
+    monkeypatch.setattr(adapters, "nchw_gradient", lambda x: x)
+    _, unpinned = loss_and_gradients(model, features)
+    stock_losses(monkeypatch)
+    _, stock = loss_and_gradients(model, features)
+    changed = {k for k in stock if not torch.equal(unpinned[k], stock[k])}
+    assert changed and all(k.startswith("neck.ina.") for k in changed), changed

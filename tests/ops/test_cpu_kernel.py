@@ -1,4 +1,4 @@
-"""The shipped C source compiles warning-free, and a cold cache is compiled once however many processes load it."""
+"""The shipped C sources compile warning-free, and a cold cache is compiled once however many processes load it."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not i
 
 
 @needs_gcc
-def test_shipped_source_compiles_with_every_warning_as_an_error(tmp_path):
-    """The CI gate on the kernel: the package-data file itself, with the loader's own optimisation flags."""
-    source = resources.files("pdd.ops").joinpath(cpu_kernel.SOURCE)
-    flags = [flag for flag in cpu_kernel.FLAGS if flag != "-shared"]
+@pytest.mark.parametrize("source_name, flags", [(cpu_kernel.SOURCE, cpu_kernel.FLAGS),
+                                                (cpu_kernel.COSINE_SOURCE, cpu_kernel.COSINE_FLAGS)])
+def test_shipped_source_compiles_with_every_warning_as_an_error(tmp_path, source_name, flags):
+    """The CI gate on the kernels: the package-data files themselves, with the loader's own optimisation flags."""
+    source = resources.files("pdd.ops").joinpath(source_name)
+    flags = [flag for flag in flags if flag != "-shared"]
     result = subprocess.run(
         ["gcc", "-Wall", "-Wextra", "-Werror", *flags, "-c", str(source), "-o", str(tmp_path / "kernel.o")],
         capture_output=True, text=True,

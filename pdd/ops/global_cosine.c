@@ -1,0 +1,97 @@
+/* The elementwise passes of the losses' global cosine (pdd/ops/fused_loss.py), float32, rows of a
+   contiguous (rows, cols) matrix. Each pass does, per element, exactly the float operations that
+   PyTorch's autograd of F.cosine_similarity does in the same order, so results are bit-identical; the
+   reductions between the passes stay torch.sum's. That is why pdd/ops/cpu_kernel.py compiles this file
+   with -ffp-contract=off: a fused multiply-add would round once where torch rounds twice. It must stay
+   warning-free under gcc -Wall -Wextra -Werror (tests/ops). Every function works on the elements
+   [begin, end) of the flattened matrix, so that the caller can split any range over threads. A row is
+   one sample: the elementwise passes also take a sample's elements in any order (say channels-last),
+   as long as all their arrays share it; only the arrays the caller reduces must be in the row's order. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The columns [*first, *last) of `row` that the elements [begin, end) cover (the loops run over the rows
+   from begin / cols while row * cols < end). */
+static inline void row_segment(int64_t cols, int64_t begin, int64_t end, int64_t row, int64_t* first,
+                               int64_t* last) {
+    *first = row * cols > begin ? 0 : begin - row * cols;
+    *last = (row + 1) * cols < end ? cols : end - row * cols;
+}
+
+/* The forward's product: p = (x1 / n1) * (x2 / n2), n the clamped norms of the rows. */
+void global_cosine_product(const float* x1, const float* x2, const float* n1, const float* n2, float* p,
+                           int64_t cols, int64_t begin, int64_t end) {
+    for (int64_t row = begin / cols; row * cols < end; ++row) {
+        int64_t first, last;
+        row_segment(cols, begin, end, row, &first, &last);
+        const float d1 = n1[row], d2 = n2[row];
+        const float* a = x1 + row * cols;
+        const float* b = x2 + row * cols;
+        float* out = p + row * cols;
+        for (int64_t i = first; i < last; ++i) out[i] = (a[i] / d1) * (b[i] / d2);
+    }
+}
+
+/* The backward's terms of the clamped norms (summed over each row by the caller):
+   t1 = -(g * b) * (a / n1) and t2 = -(g * a) * (b / n2), with a = x1 / n1, b = x2 / n2 and g the
+   gradient of the row's cosine. t1 or t2 may be NULL when that input needs no gradient. */
+void global_cosine_norm_terms(const float* x1, const float* x2, const float* n1, const float* n2,
+                              const float* g, float* t1, float* t2, int64_t cols, int64_t begin, int64_t end) {
+    for (int64_t row = begin / cols; row * cols < end; ++row) {
+        int64_t first, last;
+        row_segment(cols, begin, end, row, &first, &last);
+        const float d1 = n1[row], d2 = n2[row], grad = g[row];
+        const float* u = x1 + row * cols;
+        const float* v = x2 + row * cols;
+        if (t1 != NULL) {
+            float* out = t1 + row * cols;
+            for (int64_t i = first; i < last; ++i) {
+                const float a = u[i] / d1, b = v[i] / d2;
+                out[i] = -(grad * b) * (a / d1);
+            }
+        }
+        if (t2 != NULL) {
+            float* out = t2 + row * cols;
+            for (int64_t i = first; i < last; ++i) {
+                const float a = u[i] / d1, b = v[i] / d2;
+                out[i] = -(grad * a) * (b / d2);
+            }
+        }
+    }
+}
+
+/* The input gradients: dx1 = (g * b) / n1 + s1 * (x1 / r1), and dx2 alike, with r the raw norms (the
+   second term 0 where r is 0, as torch's norm backward masks it) and s the row sums of the norm terms.
+   dx1 may be t1's buffer and dx2 t2's (each element is read from x and written once); either may be
+   NULL. */
+void global_cosine_input_grads(const float* x1, const float* x2, const float* n1, const float* n2,
+                               const float* r1, const float* r2, const float* g, const float* s1,
+                               const float* s2, float* dx1, float* dx2, int64_t cols, int64_t begin,
+                               int64_t end) {
+    for (int64_t row = begin / cols; row * cols < end; ++row) {
+        int64_t first, last;
+        row_segment(cols, begin, end, row, &first, &last);
+        const float d1 = n1[row], d2 = n2[row], grad = g[row];
+        const float* u = x1 + row * cols;
+        const float* v = x2 + row * cols;
+        if (dx1 != NULL) {
+            const float raw = r1[row], sum = s1[row];
+            float* out = dx1 + row * cols;
+            for (int64_t i = first; i < last; ++i) {
+                const float b = v[i] / d2;
+                const float scaled = raw == 0.0f ? 0.0f : u[i] / raw;
+                out[i] = (grad * b) / d1 + sum * scaled;
+            }
+        }
+        if (dx2 != NULL) {
+            const float raw = r2[row], sum = s2[row];
+            float* out = dx2 + row * cols;
+            for (int64_t i = first; i < last; ++i) {
+                const float a = u[i] / d1;
+                const float scaled = raw == 0.0f ? 0.0f : v[i] / raw;
+                out[i] = (grad * a) / d2 + sum * scaled;
+            }
+        }
+    }
+}
