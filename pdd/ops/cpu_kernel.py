@@ -35,6 +35,7 @@ SOURCE = "selective_scan.c"  # package data of pdd.ops
 COSINE_SOURCE = "global_cosine.c"
 MAX_STATE = 256  # the C loops keep the states in fixed arrays of this size
 LANES = 16  # channels per vector of the channels-last cross scan (LANES in selective_scan.c)
+TILE = 32  # pixels per work unit of channels_last_to_rows (TILE in global_cosine.c)
 ROUTES = 4  # VMamba's cross scan: row-major, column-major, and both reversed
 # No -ffast-math: it would let gcc drop exp_f32's rounding trick, and gcc 12 links it with code that
 # sets flush-to-zero for the whole process. -fopenmp-simd only honours the `omp simd` pragma.
@@ -71,6 +72,7 @@ def load_cosine_kernel() -> ctypes.CDLL | None:
         "global_cosine_product": [_P] * 5 + [_I] * 3,
         "global_cosine_norm_terms": [_P] * 7 + [_I] * 3,
         "global_cosine_input_grads": [_P] * 11 + [_I] * 3,
+        "channels_last_to_rows": [_P] * 2 + [_I] * 4,
     })
 
 
@@ -175,6 +177,15 @@ def global_cosine_input_grads(x1, x2, n1, n2, raw1, raw2, grad, sum1, sum2, out1
     be the buffers of `global_cosine_norm_terms`)."""
     _run_rows(load_cosine_kernel().global_cosine_input_grads, x1.numel(), x1, x2, n1, n2, raw1, raw2, grad,
               sum1, sum2, out1, out2, _row_length(x1))
+
+
+def channels_last_rows(x: torch.Tensor) -> torch.Tensor:
+    """x.flatten(1) of a channels-last float32 (B, C, H, W) map: the same copy in cache-sized tiles."""
+    batch, channels, height, width = x.shape
+    rows = torch.empty(batch, channels * height * width, dtype=x.dtype)
+    pixels = height * width
+    _run_rows(load_cosine_kernel().channels_last_to_rows, batch * -(-pixels // TILE), x, rows, channels, pixels)
+    return rows
 
 
 def _row_length(x: torch.Tensor) -> int:

@@ -62,7 +62,7 @@ class GlobalCosine(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x1: torch.Tensor, x2: torch.Tensor, eps: float) -> torch.Tensor:
-        rows1, rows2 = x1.flatten(1), x2.flatten(1)  # copies in sample order when x is channels-last
+        rows1, rows2 = _rows(x1), _rows(x2)
         raw1 = torch.linalg.vector_norm(rows1, 2, dim=1, keepdim=True)
         raw2 = torch.linalg.vector_norm(rows2, 2, dim=1, keepdim=True)
         norm1, norm2 = raw1.clamp_min(eps), raw2.clamp_min(eps)
@@ -84,6 +84,14 @@ class GlobalCosine(torch.autograd.Function):
         grad2 = torch.empty_like(x2) if need2 else None
         cpu_kernel.global_cosine_input_grads(x1, x2, norm1, norm2, raw1, raw2, grad, sum1, sum2, grad1, grad2)
         return grad1, grad2, None
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """x.flatten(1): a view of a contiguous map, a copy in sample order (by the tiled C copy) of a
+    channels-last one."""
+    if x.is_contiguous():
+        return x.flatten(1)
+    return cpu_kernel.channels_last_rows(x)
 
 
 class MeanSquaredError(torch.autograd.Function):

@@ -95,3 +95,24 @@ void global_cosine_input_grads(const float* x1, const float* x2, const float* n1
         }
     }
 }
+
+/* The rows themselves, from channels-last maps: dst[s][c][p] = src[s][p][c] for the `pixels` (H*W)
+   positions and `channels` of each sample, the copy that flatten() makes of a channels-last map, in
+   TILE x TILE blocks that stay in the L1 cache. The work units [begin, end) are one sample's blocks of
+   TILE pixels. */
+#define TILE 32
+void channels_last_to_rows(const float* src, float* dst, int64_t channels, int64_t pixels, int64_t begin,
+                           int64_t end) {
+    const int64_t blocks = (pixels + TILE - 1) / TILE;
+    for (int64_t unit = begin; unit < end; ++unit) {
+        const int64_t sample = unit / blocks, p0 = (unit % blocks) * TILE;
+        const int64_t p1 = p0 + TILE < pixels ? p0 + TILE : pixels;
+        const float* in = src + sample * channels * pixels;
+        float* out = dst + sample * channels * pixels;
+        for (int64_t c0 = 0; c0 < channels; c0 += TILE) {
+            const int64_t c1 = c0 + TILE < channels ? c0 + TILE : channels;
+            for (int64_t c = c0; c < c1; ++c)
+                for (int64_t p = p0; p < p1; ++p) out[c * pixels + p] = in[p * channels + c];
+        }
+    }
+}

@@ -108,3 +108,11 @@ def test_inputs_the_passes_do_not_cover_take_the_stock_ops():
 def test_the_cosine_kernel_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("PDD_COSINE_KERNEL", "0")
     assert cpu_kernel.load_cosine_kernel.__wrapped__() is None
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(2, 33, 5, 7), (3, 64, 8, 4), (1, 1, 3, 3), (2, 40, 1, 1)])
+def test_channels_last_rows_is_flattens_copy(shape):
+    """Tiles of 32 pixels x 32 channels with ragged edges in both directions, over 2 threads."""
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(cpu_kernel.channels_last_rows(x), x.flatten(1))
