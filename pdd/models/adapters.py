@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pdd.ops.fused_loss import nchw_contiguous
+
 
 def resize_like(x: torch.Tensor, reference: torch.Tensor, align_corners: bool) -> torch.Tensor:
     """Bilinear resize of `x` to the spatial size of `reference`; a no-op when the sizes already agree."""
@@ -29,7 +31,7 @@ class _NCHWGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous()
+        return nchw_contiguous(grad)
 
 
 def nchw_gradient(x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pdd.ops import cpu_kernel
-from pdd.ops.fused_loss import global_cosine_similarity, mse_loss
+from pdd.ops.fused_loss import global_cosine_similarity, mse_loss, nchw_contiguous
 
 needs_kernel = pytest.mark.skipif(cpu_kernel.load_cosine_kernel() is None, reason="no C compiler for the kernel")
 EPS = 1e-8
@@ -112,7 +112,9 @@ def test_the_cosine_kernel_can_be_switched_off(monkeypatch):
 
 @needs_kernel
 @pytest.mark.parametrize("shape", [(2, 33, 5, 7), (3, 64, 8, 4), (1, 1, 3, 3), (2, 40, 1, 1)])
-def test_channels_last_rows_is_flattens_copy(shape):
+def test_the_tiled_copy_is_torchs(shape):
     """Tiles of 32 pixels x 32 channels with ragged edges in both directions, over 2 threads."""
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
     assert torch.equal(cpu_kernel.channels_last_rows(x), x.flatten(1))
+    copy = nchw_contiguous(x)
+    assert copy.is_contiguous() and torch.equal(copy, x)
