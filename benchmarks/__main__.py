@@ -82,6 +82,8 @@ def main() -> None:
     summary["ratios"] = [r.as_dict() for r in ratios]
     atomic_write_json(args.out / "summary.json", summary)
     print("\n" + format_table(ratios))
+    print(f"load average (1, 5, 15 min) at the start {summary['machine']['load_average']}, at the end "
+          f"{summary['machine']['load_average_end']}: rerun when the start is above 1.5")
     print(f"wrote {args.out}/summary.json")
 
 
