@@ -4,18 +4,24 @@
 
 Phases are timed around the step's parts (forward of the adapters, MPA, students and loss; backward; Adam),
 medians over `--steps` steps after a warm-up; ops come from torch.profiler over the same steps (self CPU
-time, the 15 largest). The step is the engine's: `benchmarks.bench_train.pdd_step`'s "engine" layout.
+time, the 15 largest). torch.profiler's overhead inflates some ops (it counted the fused cosine's ctypes
+passes 5x too long), so one more step is timed op by op with perf_counter in a dispatch mode: wall time per op
+and per op and memory layouts (C = NCHW, L = channels_last, of the tensor arguments > the result), and what
+ran outside torch ops (the C passes of the loss, Python). The step is the engine's:
+`benchmarks.bench_train.pdd_step`'s "engine" layout.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.bench_train import PARAMS_FILE
 from pdd.config import load_params
@@ -65,6 +71,49 @@ def main() -> None:
     for name, seconds in medians.items():
         print(f"  {name:<18} {seconds:7.3f} s  {100 * seconds / whole:5.1f} %")
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    with OpTimer() as timer:
+        start = time.perf_counter()
+        step()
+        whole = time.perf_counter() - start
+    timer.report(whole)
+
+
+def _layout(x) -> str:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        return ""
+    if x.is_contiguous():
+        return "C"
+    return "L" if x.is_contiguous(memory_format=torch.channels_last) else "S"
+
+
+class OpTimer(TorchDispatchMode):
+    """Wall time of every aten op run under it, by op and by (op, first shape, layouts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: dict[tuple[str, str, str], float] = collections.defaultdict(float)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        start = time.perf_counter()
+        result = func(*args, **(kwargs or {}))
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        layouts = "".join(_layout(t) for t in tensors) + ">" + _layout(result)
+        shape = str(tuple(tensors[0].shape)) if tensors else ""
+        self.seconds[(func.overloadpacket.__name__, shape, layouts)] += time.perf_counter() - start
+        return result
+
+    def report(self, whole: float, rows: int = 15) -> None:
+        by_op: dict[str, float] = collections.defaultdict(float)
+        for (name, _, _), seconds in self.seconds.items():
+            by_op[name] += seconds
+        in_ops = sum(by_op.values())
+        print(f"one step timed op by op: {whole:.2f} s; outside torch ops (C passes of the loss, Python) "
+              f"{whole - in_ops:.3f} s ({100 * (whole - in_ops) / whole:.1f} %)")
+        for name, seconds in sorted(by_op.items(), key=lambda item: -item[1])[:rows]:
+            print(f"  {name:<32} {seconds:7.3f} s  {100 * seconds / whole:5.1f} %")
+        print("by op, first tensor's shape, layouts of the tensor arguments > the result:")
+        for (name, shape, layouts), seconds in sorted(self.seconds.items(), key=lambda item: -item[1])[:rows]:
+            print(f"  {name:<32} {shape:<22} {layouts:<8} {seconds:7.3f} s")
 
 
 if __name__ == "__main__":
