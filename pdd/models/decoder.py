@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from pdd.ops.transposed_conv import ConvTranspose2x2
+
 PDD_STUDENT_BLOCKS = (2, 2, 2)
 RD4AD_STUDENT_BLOCKS = (3, 4, 6)
 WIDE_BASE_WIDTH = 128  # the "wide" in wide-ResNet50-2: bottleneck widths 512, 256, 128
@@ -36,6 +38,8 @@ def init_official_(module: nn.Module) -> None:
 class DeBottleneck(nn.Module):
     """A ResNet bottleneck run backwards: 1x1 -> (2x2/2 transposed conv | 3x3) -> 1x1, each with BN, no biases.
 
+    The transposed convolutions are `ConvTranspose2x2`: nn.ConvTranspose2d with a faster CPU weight gradient.
+
     An upsampling block doubles the resolution and carries a transposed-conv + BN shortcut; the others keep
     an identity shortcut.
     """
@@ -47,7 +51,7 @@ class DeBottleneck(nn.Module):
         width = planes * base_width // 64
         out_channels = planes * self.expansion
         middle = (
-            nn.ConvTranspose2d(width, width, 2, stride=2, bias=False)
+            ConvTranspose2x2(width, width)
             if upsample
             else nn.Conv2d(width, width, 3, padding=1, bias=False)
         )
@@ -63,7 +67,7 @@ class DeBottleneck(nn.Module):
         )
         if upsample:
             self.shortcut: nn.Module = nn.Sequential(
-                nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False), nn.BatchNorm2d(out_channels)
+                ConvTranspose2x2(in_channels, out_channels), nn.BatchNorm2d(out_channels)
             )
         elif in_channels == out_channels:
             self.shortcut = nn.Identity()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pdd.errors import ConfigError
 from pdd.models import adapters
 from pdd.models import loss as loss_module
 from pdd.models.options import PDDOptions, Variant
 from pdd.models.teachers import Teachers
+from pdd.ops import transposed_conv
+from pdd.ops.transposed_conv import ConvTranspose2x2
 
 from .conftest import FIDELITIES, TINY_VMAMBA, VARIANTS
 
@@ -227,3 +232,30 @@ def test_the_targets_gradient_reaches_the_ina_upsampling_in_nchw(tiny_pdd, monke
     _, stock = loss_and_gradients(model, features)
     changed = {k for k in stock if not torch.equal(unpinned[k], stock[k])}
     assert changed and all(k.startswith("neck.ina.") for k in changed), changed
+
+
+@pytest.mark.parametrize("variant", ["full", "M1"])
+def test_only_the_transposed_convolutions_weight_gradients_leave_the_stock_kernels(tiny_pdd, images, variant,
+                                                                                   monkeypatch):
+    """The students' 2x2 transposed convolutions compute their weight gradient as a GEMM on channels-last maps
+    (pdd.ops.transposed_conv): every output, loss term and every other gradient stays the stock module's bit for
+    bit. M1 reads NCHW maps and keeps oneDNN's kernel, so all of RD4AD's gradients."""
+    model = tiny_pdd(variant, "code")
+    features = model.teacher_features(images)
+    gemm_calls = []
+    weight_gradient = transposed_conv.weight_gradient
+    monkeypatch.setattr(transposed_conv, "weight_gradient",
+                        lambda *args: gemm_calls.append(args[1].shape) or weight_gradient(*args))
+    terms, grads = loss_and_gradients(model, features)
+    stock = copy.deepcopy(model)
+    for module in stock.modules():
+        if isinstance(module, ConvTranspose2x2):
+            module.__class__ = nn.ConvTranspose2d
+    stock_terms, stock_grads = loss_and_gradients(stock, features)
+    transposed = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, ConvTranspose2x2)}
+    assert transposed and len(gemm_calls) == (0 if variant == "M1" else 2 * len(transposed))  # two student paths
+    assert all(torch.equal(terms[k], stock_terms[k]) for k in stock_terms)
+    changed = {k for k in stock_grads if not torch.equal(grads[k], stock_grads[k])}
+    assert changed <= transposed
+    for name in transposed:
+        torch.testing.assert_close(grads[name], stock_grads[name], rtol=1e-5, atol=1e-7)
