@@ -4,10 +4,11 @@ A 2x2 transposed convolution with stride 2 has no overlapping windows: every inp
 block of the output, ``y[n, o, 2i + a, 2j + b] = sum_c x[n, c, i, j] * w[c, o, a, b]``. Its weight gradient
 is therefore one GEMM over the pixels, ``dw[c, (a, b, o)] = sum_(n, i, j) x[(n, i, j), c] * dy[(n, i, j), (a, b, o)]``,
 on the channels-last memory of x as it is and one copy of dy into (pixel, a, b, o) rows. oneDNN's own
-weight-gradient kernel for it runs at 100-140 GFLOP/s on the development CPU (the 3x3 convolutions run at
-300): on the `full` step's shapes the GEMM is 2.0-2.7x faster (benchmarks/README.md) and closer to float64,
-since oneDNN sums the ~10^4 pixels in one long chain (max error vs float64 0.7-2.7e-6 of the largest entry,
-growing with the pixel count; the GEMM's 2.8-4.6e-7 at every size, tests/ops/test_transposed_conv.py).
+weight-gradient kernel for it runs at 96-171 GFLOP/s on the development CPU (its 3x3 kernels at ~300); on
+the `full` step's shapes the GEMM runs at 260-325, 1.75-2.7x faster, and closer to float64: oneDNN sums the
+pixels in one long chain (max error vs float64 0.7-2.7e-6 of the largest entry, growing with the pixel
+count), the GEMM in blocks (2.8-4.6e-7 at every size). Figures: benchmarks/README.md; the accuracy check:
+tests/ops/test_transposed_conv.py.
 
 Only that rounding changes. The forward and the input gradient are oneDNN's own calls, bit for bit those of
 `nn.ConvTranspose2d` (so the students' outputs, and every gradient upstream of a transposed convolution,
