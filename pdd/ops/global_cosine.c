@@ -35,7 +35,8 @@ void global_cosine_product(const float* x1, const float* x2, const float* n1, co
 
 /* The backward's terms of the clamped norms (summed over each row by the caller):
    t1 = -(g * b) * (a / n1) and t2 = -(g * a) * (b / n2), with a = x1 / n1, b = x2 / n2 and g the
-   gradient of the row's cosine. t1 or t2 may be NULL when that input needs no gradient. */
+   gradient of the row's cosine. t1 or t2 may be NULL when that input needs no gradient. One loop writes
+   both, so that x1 and x2 are read once (gcc unswitches it on the NULL tests). */
 void global_cosine_norm_terms(const float* x1, const float* x2, const float* n1, const float* n2,
                               const float* g, float* t1, float* t2, int64_t cols, int64_t begin, int64_t end) {
     for (int64_t row = begin / cols; row * cols < end; ++row) {
@@ -44,19 +45,12 @@ void global_cosine_norm_terms(const float* x1, const float* x2, const float* n1,
         const float d1 = n1[row], d2 = n2[row], grad = g[row];
         const float* u = x1 + row * cols;
         const float* v = x2 + row * cols;
-        if (t1 != NULL) {
-            float* out = t1 + row * cols;
-            for (int64_t i = first; i < last; ++i) {
-                const float a = u[i] / d1, b = v[i] / d2;
-                out[i] = -(grad * b) * (a / d1);
-            }
-        }
-        if (t2 != NULL) {
-            float* out = t2 + row * cols;
-            for (int64_t i = first; i < last; ++i) {
-                const float a = u[i] / d1, b = v[i] / d2;
-                out[i] = -(grad * a) * (b / d2);
-            }
+        float* out1 = t1 == NULL ? NULL : t1 + row * cols;
+        float* out2 = t2 == NULL ? NULL : t2 + row * cols;
+        for (int64_t i = first; i < last; ++i) {
+            const float a = u[i] / d1, b = v[i] / d2;
+            if (out1 != NULL) out1[i] = -(grad * b) * (a / d1);
+            if (out2 != NULL) out2[i] = -(grad * a) * (b / d2);
         }
     }
 }
@@ -64,7 +58,7 @@ void global_cosine_norm_terms(const float* x1, const float* x2, const float* n1,
 /* The input gradients: dx1 = (g * b) / n1 + s1 * (x1 / r1), and dx2 alike, with r the raw norms (the
    second term 0 where r is 0, as torch's norm backward masks it) and s the row sums of the norm terms.
    dx1 may be t1's buffer and dx2 t2's (each element is read from x and written once); either may be
-   NULL. */
+   NULL. One loop, as in global_cosine_norm_terms. */
 void global_cosine_input_grads(const float* x1, const float* x2, const float* n1, const float* n2,
                                const float* r1, const float* r2, const float* g, const float* s1,
                                const float* s2, float* dx1, float* dx2, int64_t cols, int64_t begin,
@@ -73,24 +67,22 @@ void global_cosine_input_grads(const float* x1, const float* x2, const float* n1
         int64_t first, last;
         row_segment(cols, begin, end, row, &first, &last);
         const float d1 = n1[row], d2 = n2[row], grad = g[row];
+        const float raw1 = dx1 == NULL ? 0.0f : r1[row], sum1 = dx1 == NULL ? 0.0f : s1[row];
+        const float raw2 = dx2 == NULL ? 0.0f : r2[row], sum2 = dx2 == NULL ? 0.0f : s2[row];
         const float* u = x1 + row * cols;
         const float* v = x2 + row * cols;
-        if (dx1 != NULL) {
-            const float raw = r1[row], sum = s1[row];
-            float* out = dx1 + row * cols;
-            for (int64_t i = first; i < last; ++i) {
+        float* out1 = dx1 == NULL ? NULL : dx1 + row * cols;
+        float* out2 = dx2 == NULL ? NULL : dx2 + row * cols;
+        for (int64_t i = first; i < last; ++i) {
+            if (out1 != NULL) {
                 const float b = v[i] / d2;
-                const float scaled = raw == 0.0f ? 0.0f : u[i] / raw;
-                out[i] = (grad * b) / d1 + sum * scaled;
+                const float scaled = raw1 == 0.0f ? 0.0f : u[i] / raw1;
+                out1[i] = (grad * b) / d1 + sum1 * scaled;
             }
-        }
-        if (dx2 != NULL) {
-            const float raw = r2[row], sum = s2[row];
-            float* out = dx2 + row * cols;
-            for (int64_t i = first; i < last; ++i) {
+            if (out2 != NULL) {
                 const float a = u[i] / d1;
-                const float scaled = raw == 0.0f ? 0.0f : v[i] / raw;
-                out[i] = (grad * a) / d2 + sum * scaled;
+                const float scaled = raw2 == 0.0f ? 0.0f : v[i] / raw2;
+                out2[i] = (grad * a) / d2 + sum2 * scaled;
             }
         }
     }
