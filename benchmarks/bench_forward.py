@@ -15,7 +15,7 @@ import functools
 import timm
 import torch
 
-from benchmarks.common import Ratio, Settings, count_flops, median_seconds, peak_gpu_memory
+from benchmarks.common import Ratio, Settings, count_flops, median_seconds, peak_gpu_memory, settle
 from pdd.models import vmamba as vmamba_module
 from pdd.ops import available_backends, cross_scan_2d
 from pdd.models.vmamba import vmamba_tiny
@@ -23,7 +23,8 @@ from pdd.models.vmamba import vmamba_tiny
 
 def measure(model: torch.nn.Module, images: torch.Tensor, repeats: int) -> dict:
     with torch.inference_mode():
-        flops = count_flops(lambda: model(images))  # also the warm-up
+        flops = count_flops(lambda: model(images))
+        settle(lambda: model(images))
         seconds, _ = median_seconds(lambda: model(images), repeats, warmup=0)
     batch = images.shape[0]
     return {"seconds_per_batch": seconds, "images_per_s": batch / seconds,

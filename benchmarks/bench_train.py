@@ -20,7 +20,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Ratio, Settings, count_flops, median_seconds, peak_gpu_memory, run_isolated
+from benchmarks.common import (Ratio, Settings, count_flops, median_seconds, minor_page_faults, peak_gpu_memory,
+                               run_isolated, settle)
 from pdd.config import load_params
 from pdd.config.schema import TrainParams
 from pdd.engine.schedule import build_optimizer
@@ -80,10 +81,13 @@ def wrn50_step(batch: int, size: int, device: str = "cpu"):
 
 
 def measure(step, batch: int, repeats: int) -> dict:
-    flops = count_flops(step)  # also the warm-up: the first Adam step allocates its state
+    flops = count_flops(step)  # the first Adam step also allocates its state
+    settling_calls = settle(step)
+    faults = minor_page_faults()
     seconds, _ = median_seconds(step, repeats, warmup=0)
     return {"seconds_per_step": seconds, "images_per_s": batch / seconds,
-            "gflops_per_step": flops / 1e9, "gflops_per_s": flops / seconds / 1e9}
+            "gflops_per_step": flops / 1e9, "gflops_per_s": flops / seconds / 1e9,
+            "settling_calls": 1 + settling_calls, "page_faults_per_timed_step": (minor_page_faults() - faults) / max(1, repeats)}
 
 
 PEAK_RSS_PROBE = """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,31 @@ class Ratio:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "met": self.met}
+
+
+# A call that faults in less fresh memory than this runs on a settled heap.
+SETTLED_FAULT_BYTES = 1 << 20
+MAX_SETTLING_CALLS = 8
+PAGE_BYTES = resource.getpagesize()
+
+
+def minor_page_faults() -> int:
+    """This process's minor page faults so far: each one is a fresh page the kernel mapped and zeroed."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def settle(fn: Callable[[], Any], max_calls: int = MAX_SETTLING_CALLS) -> int:
+    """Call `fn` until one call faults in less than SETTLED_FAULT_BYTES of fresh pages, at most `max_calls`
+    times; returns the calls made. glibc's heap grows over a training step's first calls (the `full` step at
+    256², batch 10 faults 160,000, 94,000 and 15,000 pages in its first three, 1-2 s of system time each, and
+    none from the fourth; WRN50-2's settles one call earlier), so timing from the second call measures the
+    kernel's page faults, unequally for the two sides of a ratio, instead of the step a long run repeats."""
+    for calls in range(1, max_calls + 1):
+        before = minor_page_faults()
+        fn()
+        if (minor_page_faults() - before) * PAGE_BYTES < SETTLED_FAULT_BYTES:
+            return calls
+    return max_calls
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, Any]:

@@ -3,8 +3,8 @@
     python -m benchmarks.profile_train [--size 256] [--batch 10] [--steps 2]
 
 Phases are timed around the step's parts (forward of the adapters, MPA, students and loss; backward; Adam),
-medians over `--steps` steps after a warm-up; ops come from torch.profiler over the same steps (self CPU
-time, the 15 largest). torch.profiler's overhead inflates some ops (it counted the fused cosine's ctypes
+medians over `--steps` steps once the heap has settled (`benchmarks.common.settle`); ops come from
+torch.profiler over the same steps (self CPU time, the 15 largest). torch.profiler's overhead inflates some ops (it counted the fused cosine's ctypes
 passes 5x too long), so one more step is timed op by op with perf_counter in a dispatch mode: wall time per op
 and per op and memory layouts (C = NCHW, L = channels_last, of the tensor arguments > the result), and what
 ran outside torch ops (the C passes of the loss, Python). The step is the engine's:
@@ -24,6 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.bench_train import PARAMS_FILE
+from benchmarks.common import settle
 from pdd.config import load_params
 from pdd.engine.schedule import build_optimizer
 from pdd.models import build_pdd
@@ -59,7 +60,7 @@ def main() -> None:
         timed("backward", total.backward)
         timed("Adam", optimizer.step)
 
-    step()
+    settle(step)
     with OpTimer() as timer:  # before the profiler, which leaves the next step slower
         start = time.perf_counter()
         step()
