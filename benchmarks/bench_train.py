@@ -87,7 +87,8 @@ def measure(step, batch: int, repeats: int) -> dict:
     seconds, _ = median_seconds(step, repeats, warmup=0)
     return {"seconds_per_step": seconds, "images_per_s": batch / seconds,
             "gflops_per_step": flops / 1e9, "gflops_per_s": flops / seconds / 1e9,
-            "settling_calls": 1 + settling_calls, "page_faults_per_timed_step": (minor_page_faults() - faults) / max(1, repeats)}
+            "settling_calls": 1 + settling_calls,
+            "page_faults_per_timed_step": (minor_page_faults() - faults) / max(1, repeats)}
 
 
 PEAK_RSS_PROBE = """

@@ -81,9 +81,9 @@ def minor_page_faults() -> int:
 def settle(fn: Callable[[], Any], max_calls: int = MAX_SETTLING_CALLS) -> int:
     """Call `fn` until one call faults in less than SETTLED_FAULT_BYTES of fresh pages, at most `max_calls`
     times; returns the calls made. glibc's heap grows over a training step's first calls (the `full` step at
-    256², batch 10 faults 160,000, 94,000 and 15,000 pages in its first three, 1-2 s of system time each, and
-    none from the fourth; WRN50-2's settles one call earlier), so timing from the second call measures the
-    kernel's page faults, unequally for the two sides of a ratio, instead of the step a long run repeats."""
+    256², batch 10 faults in 162,000, 94,000 and 15,000 pages in its first three, 2.3, 1.4 and 0.2 s of system
+    time, and next to none later; WRN50-2's settles one call earlier), so timing from the second call measures
+    the kernel's page faults, unequally for the two sides of a ratio, instead of the step a long run repeats."""
     for calls in range(1, max_calls + 1):
         before = minor_page_faults()
         fn()
