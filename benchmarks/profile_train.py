@@ -7,8 +7,8 @@ medians over `--steps` steps once the heap has settled (`benchmarks.common.settl
 torch.profiler over the same steps (self CPU time, the 15 largest). torch.profiler's overhead inflates some
 ops (it counted the fused cosine's ctypes passes 5x too long), so one more step is timed op by op with
 perf_counter in a dispatch mode: wall time per op and per op and memory layouts (C = NCHW, L = channels_last,
-of the tensor arguments > the result), and what ran outside torch ops (the C passes of the loss, Python). The step is the engine's:
-`benchmarks.bench_train.pdd_step`'s "engine" layout.
+of the tensor arguments > the result), and what ran outside torch ops (the C passes of the loss, Python).
+The step is the engine's: `benchmarks.bench_train.pdd_step`'s "engine" layout.
 """
 
 from __future__ import annotations
