@@ -5,8 +5,9 @@
   continues bit for bit. It is replaced atomically after every epoch and deleted when the run completes:
   a run keeps one optimizer state at most (for `full`, 3x its 122 MB of weights).
 * `snapshots/epoch_XXX.safetensors` holds the trainable modules' weights only (no optimizer, no pickle)
-  every `train.eval_every` epochs and at the end, with the run, epoch and train fingerprint as metadata.
-  `pdd evaluate` scores them and selects among them.
+  every `train.eval_every` epochs and at the end, with the run, epoch and train fingerprint as metadata
+  (`pdd.models.state.save_snapshot`; a model bundle reads the same file). `pdd evaluate` scores them and
+  selects among them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from pdd.io import atomic_path
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 2
-SNAPSHOT_FORMAT = "pdd-snapshot/1"
 # what torch.load raises on a truncated or overwritten file
 UNREADABLE_ERRORS = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError)
 
@@ -79,46 +79,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise PDDError(f"checkpoint {path} is not a pdd resumable checkpoint of format {CHECKPOINT_FORMAT}; "
                        "delete it and train again with --resume --restart-if-changed")
     return state
-
-
-# ---- weight snapshots -----------------------------------------------------------------------------
-
-
-def save_snapshot(path: str | Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write `state` as safetensors with string `metadata`, atomically.
-
-    Tensors are copied to contiguous CPU memory of their own: safetensors refuses shared storage, which
-    modules shared between students (`shared_students`) would otherwise have. The bytes go through a Python
-    file object, so that a full disk raises ENOSPC (safetensors' own file writer replaces the target file)."""
-    from safetensors.torch import save
-
-    tensors = {name: value.detach().to("cpu").contiguous().clone() for name, value in state.items()}
-    payload = save(tensors, metadata={"format": SNAPSHOT_FORMAT, **metadata})
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        handle.write(payload)
-
-
-def read_snapshot_metadata(path: str | Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types for damaged headers
-        raise PDDError(f"snapshot {path} is unreadable ({type(exc).__name__}: {exc}); retrain the run "
-                       "(`pdd train ... --resume --restart-if-changed`)") from exc
-    if metadata.get("format") != SNAPSHOT_FORMAT:
-        raise PDDError(f"{path} is not a pdd weights snapshot (format {metadata.get('format')!r}, "
-                       f"expected {SNAPSHOT_FORMAT!r})")
-    return metadata
-
-
-def load_snapshot(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(weights, metadata) of one snapshot; no pickle is involved."""
-    from safetensors.torch import load_file
-
-    metadata = read_snapshot_metadata(path)
-    try:
-        return load_file(str(path), device=str(device)), metadata
-    except Exception as exc:
-        raise PDDError(f"snapshot {path} is unreadable ({type(exc).__name__}: {exc}); retrain the run") from exc

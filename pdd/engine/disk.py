@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 from pdd.config import Params, RunSpec
-from pdd.engine.runs import trainable_state
 from pdd.models.options import Variant
+from pdd.models.state import trainable_state
 
 # safetensors' JSON header and torch.save's zip framing, per tensor (measured; small beside the data)
 SNAPSHOT_OVERHEAD_PER_TENSOR = 110

@@ -33,12 +33,13 @@ from pdd.engine.results import (
     write_epoch_evaluation,
     write_metrics,
 )
-from pdd.engine.checkpoint import load_checkpoint, load_snapshot
+from pdd.engine.checkpoint import load_checkpoint
 from pdd.engine.rundir import RunDir
 from pdd.engine.selection import SELECTION_SCORERS, best_epoch, official_first_image_auroc
 from pdd.engine.teacher_cache import TeacherFeatureCache
 from pdd.errors import DataError, PDDError, WeightsError
 from pdd.io import atomic_path, atomic_write_text
+from pdd.models.state import load_snapshot, load_trainable_state
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +352,7 @@ class _SnapshotScorer:
         if metadata.get("train_fingerprint") != self.evaluated_with["train"] or metadata.get("epoch") != str(epoch):
             raise PDDError(f"{path} belongs to another training (epoch {metadata.get('epoch')}, train fingerprint "
                            f"{metadata.get('train_fingerprint', '?')[:12]}…); retrain the run")
-        runs.load_trainable_state(self.model, state, source=str(path))
+        load_trainable_state(self.model, state, source=str(path))
         scored = score_test_set(self.model, self.loader, self.scorings, self.cache, self.device,
                                 n_examples=n_examples, progress=self.progress)
         metrics = scored.metrics(self.run.params.eval.aupro_fpr_limit)

@@ -19,12 +19,12 @@ from typing import Any
 
 from pdd.config import Params, RunSpec, load_params
 from pdd.engine import runs
-from pdd.engine.checkpoint import save_snapshot
 from pdd.engine.rundir import RunDir
 from pdd.errors import PDDError, WeightsError
 from pdd.io import atomic_write_json, sha256_file
 from pdd.models.official import OFFICIAL_SOURCE, load_official, read_official_file
 from pdd.models.options import Fidelity
+from pdd.models.state import save_snapshot, trainable_state
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def import_official(
             path, checkpoint = checkpoints[found]
             load_official(model, decoder=checkpoint)
             named = _FILE_NAME.search(path.name)
-            save_snapshot(directory.snapshot(found), runs.trainable_state(model), {
+            save_snapshot(directory.snapshot(found), trainable_state(model), {
                 "run": spec.id, "arch": context.arch, "epoch": str(found),
                 "train_fingerprint": identity.train_fingerprint, "source": f"{path.name} (official layout)"})
             imported.append({"file": str(path.resolve()), "sha256": sha256_file(path), "epoch": found,

@@ -29,6 +29,7 @@ from pdd.engine.teacher_cache import TeacherFeatureCache
 from pdd.errors import ConfigError, DataError, PDDError, WeightsError
 from pdd.config.fingerprints import Stage, leaf_keys, lookup
 from pdd.io import atomic_write_json, sha256_file
+from pdd.models.state import teacher_weights
 
 log = logging.getLogger(__name__)
 
@@ -146,26 +147,6 @@ def seeded_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-
-
-def teacher_weights(model: torch.nn.Module) -> dict[str, str]:
-    """{teacher: sha256 of the weights as loaded | "random-init"}, as provenance records them."""
-    return {name: str(identity["weights"]) for name, identity in model.teacher_fingerprint().items()}
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state without the frozen teachers, which are rebuilt from their weights instead."""
-    return {key: value for key, value in model.state_dict().items() if not key.startswith("teachers.")}
-
-
-def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [key for key in missing if not key.startswith("teachers.")]
-    if missing or unexpected:
-        raise PDDError(
-            f"{source} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]}); "
-            "was it written by another variant? Use a fresh --out directory"
-        )
 
 
 @dataclass

@@ -23,12 +23,13 @@ from tqdm import tqdm
 
 from pdd.config import Params, RunSpec
 from pdd.engine import distributed, runs
-from pdd.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint, save_snapshot
+from pdd.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from pdd.engine.results import describe_device
 from pdd.engine.rundir import RunDir
 from pdd.engine.schedule import build_optimizer, build_scheduler
 from pdd.errors import PDDError
 from pdd.io import atomic_write_json, atomic_write_text
+from pdd.models.state import load_trainable_state, save_snapshot, trainable_state
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class _Trainer:
             self.wall_time_s = completed["wall_time_s"]
             log.info("%s is already complete (%d epochs)", self.dir.root, self.epoch)
             return True
-        runs.load_trainable_state(self.model, checkpoint["model"])
+        load_trainable_state(self.model, checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         restore_rng_state(checkpoint["rng"])
@@ -168,11 +169,11 @@ class _Trainer:
         if self._snapshot_due():
             metadata = {"run": self.spec.id, "arch": self.run_context.arch, "epoch": str(self.epoch),
                         "train_fingerprint": self.identity.train_fingerprint}
-            save_snapshot(self.dir.snapshot(self.epoch), runs.trainable_state(self.model), metadata)
+            save_snapshot(self.dir.snapshot(self.epoch), trainable_state(self.model), metadata)
         if self.epoch < self.train_cfg.epochs:
             save_checkpoint(self.dir.resume_checkpoint, {
                 "identity": asdict(self.identity),
-                "model": runs.trainable_state(self.model),
+                "model": trainable_state(self.model),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": capture_rng_state(),

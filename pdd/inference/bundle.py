@@ -145,7 +145,7 @@ def bundle_from_run(run_dir: str | Path, selection: str | None = None, scoring: 
     """The bundle of an evaluated run: the epoch `selection` chose for `scoring` (default: the run's
     `reporting.selection`), calibrated on that epoch's per-image test scores."""
     from pdd.engine import runs
-    from pdd.engine.checkpoint import load_snapshot
+    from pdd.models.state import load_snapshot
     from pdd.engine.results import read_epoch_evaluation, read_metrics
     from pdd.engine.rundir import RunDir
 
@@ -245,7 +245,7 @@ def write_bundle(bundle: Bundle, out: str | Path, teachers: dict[str, dict[str, 
         if bundle.weights_file is not None:
             shutil.copyfile(bundle.weights_file, work / WEIGHTS)
         else:
-            from pdd.engine.checkpoint import save_snapshot
+            from pdd.models.state import save_snapshot
 
             save_snapshot(work / WEIGHTS, bundle.trainable, {"bundle": manifest["run"]["id"]})
         for name, state in (teachers or {}).items():
@@ -277,7 +277,7 @@ def read_bundle(path: str | Path) -> Bundle:
     """Read and verify a bundle folder: every file's sha256 must match the manifest (no pickle involved)."""
     from safetensors.torch import load_file
 
-    from pdd.engine.checkpoint import load_snapshot
+    from pdd.models.state import load_snapshot
 
     root = Path(path)
     manifest_file = root / MANIFEST

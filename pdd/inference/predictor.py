@@ -59,7 +59,7 @@ def resolve_device(name: str | None) -> torch.device:
 def build_bundle_model(bundle: Bundle, device: torch.device,
                        teacher_files: dict[str, str | Path] | None = None) -> torch.nn.Module:
     """The bundle's PDDModel with its teachers and weights loaded and checked, in eval mode on `device`."""
-    from pdd.engine.runs import load_trainable_state, teacher_weights
+    from pdd.models.state import load_trainable_state, teacher_weights
     from pdd.models import build_pdd
 
     manifest = bundle.manifest

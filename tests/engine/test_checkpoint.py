@@ -5,16 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from pdd.engine.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    load_snapshot,
-    restore_rng_state,
-    save_checkpoint,
-    save_snapshot,
-)
+from pdd.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from pdd.engine.schedule import build_optimizer, build_scheduler
 from pdd.errors import PDDError
+from pdd.models.state import load_snapshot, save_snapshot
 
 
 def _tiny_model() -> torch.nn.Module:

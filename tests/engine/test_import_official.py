@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from pdd.config import RunSpec
-from pdd.engine.checkpoint import load_snapshot
 from pdd.engine.results import read_metrics
 from pdd.engine.rundir import RunDir
-from pdd.engine.runs import RunContext, trainable_state
+from pdd.engine.runs import RunContext
+from pdd.models.state import load_snapshot, trainable_state
 from pdd.io import sha256_file
 from pdd.models.official import to_official_state_dict
 

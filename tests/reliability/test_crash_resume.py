@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pdd.engine.checkpoint import load_checkpoint, load_snapshot
+from pdd.engine.checkpoint import load_checkpoint
 from pdd.engine.results import read_metrics
+from pdd.models.state import load_snapshot
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

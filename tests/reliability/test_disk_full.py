@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import pdd.io
-from pdd.engine.checkpoint import load_checkpoint, load_snapshot, save_checkpoint, save_snapshot
+from pdd.engine.checkpoint import load_checkpoint, save_checkpoint
+from pdd.models.state import load_snapshot, save_snapshot
 from pdd.errors import PDDError
 from pdd.io import atomic_write_json
 

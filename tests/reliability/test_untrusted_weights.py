@@ -138,8 +138,7 @@ def test_evaluate_refuses_a_damaged_snapshot_without_running_it(damage, baseline
 
 @pytest.mark.slow
 def test_evaluate_names_the_keys_of_a_snapshot_from_another_architecture(baseline_run, workspace, procs, tmp_path):
-    from pdd.engine.checkpoint import load_snapshot, save_snapshot
-    from pdd.engine.runs import trainable_state
+    from pdd.models.state import load_snapshot, save_snapshot, trainable_state
     from pdd.models import build_pdd
 
     run_dir = _copy_run(baseline_run, tmp_path / "run")
