@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pdd.engine.allocator import tune_allocator
+from pdd.allocator import tune_allocator
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def run_isolated(code: str, timeout: float = 1800) -> dict[str, Any]:
     A fresh process is the only honest way to measure a peak resident set: this one has already
     touched memory for other benchmarks. It tunes the allocator first, as the `pdd` command does.
     """
-    prologue = "from pdd.engine.allocator import tune_allocator\ntune_allocator()\n"
+    prologue = "from pdd.allocator import tune_allocator\ntune_allocator()\n"
     epilogue = ("\nimport json as _j, resource as _r\n"
                 "print(_j.dumps({'peak_rss_bytes': _r.getrusage(_r.RUSAGE_SELF).ru_maxrss * 1024}))\n")
     completed = subprocess.run([sys.executable, "-c", prologue + code + epilogue], capture_output=True, text=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from pdd.config import FIDELITIES, RunSpec, add_params_arguments, params_from_args
 
@@ -38,7 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from pdd.engine.train import train_run
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = params_from_args(args)
     spec = RunSpec(args.dataset, args.variant, args.fidelity or params.model.fidelity, args.seed)
     params.run_dir(*spec)  # validates the dataset and variant names before anything is built
@@ -53,7 +51,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from pdd.engine.evaluate import evaluate_run
     from pdd.engine.metrics import METRIC_NAMES
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     document = evaluate_run(args.run, args.params, profile=args.profile, overrides=args.overrides,
                             progress=args.progress)
     for scoring, results in document["metrics"].items():

@@ -65,11 +65,8 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _import_official(args: argparse.Namespace) -> int:
-    import logging
-
     from pdd.engine.import_official import import_official
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     directory = import_official(args.files, args.dataset, args.out, params_file=args.params, profile=args.profile,
                                 overrides=args.overrides, variant=args.variant, seed=args.seed, epoch=args.epoch)
     print(f"imported {len(args.files)} official checkpoint(s) -> {directory.root}; score them with "

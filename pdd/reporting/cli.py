@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from pdd.config import add_params_arguments, params_from_args
@@ -12,6 +13,8 @@ from pdd.reporting.figures import FIGURES, render_figures
 from pdd.reporting.gap import GAP_STEM, render_gap
 from pdd.reporting.results import ResultsIndex
 from pdd.reporting.tables import TABLES, ReportSettings, build_table, render_table
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,6 +57,8 @@ def run_tables(args: argparse.Namespace) -> int:
     index = ResultsIndex.scan(results)
     built = [build_table(name, index, settings) for name in (args.only or params.plan)]
     for table in built:
+        log.info("%s: %d run(s) read from %s%s", table.name, len(table.runs), results,
+                 " (demo: synthetic data or random-init teachers)" if table.demo else "")
         _write(out / f"{table.name}.tex", render_table(table, results, settings))
     # The gap table covers the paper's tables built here (render_gap leaves results tables out). A run of
     # results tables alone has nothing to compare, so it leaves the last gap table as it was; without

@@ -1,4 +1,4 @@
-"""The `pdd` process keeps freed tensor memory (pdd.engine.allocator): a training step's large activations are
+"""The `pdd` process keeps freed tensor memory (pdd.allocator): a training step's large activations are
 reused from the heap instead of being mapped and faulted in again every step."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt tuning applies to glibc only")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 # 100 MB tensors: above glibc's largest default mmap threshold (32 MiB), so untuned each one is a fresh mapping
 FAULTS_PER_ALLOCATION = """
 import resource, torch
@@ -37,7 +37,7 @@ def faults_per_allocation(prologue: str, **env: str) -> float:
 
 
 @pytest.mark.parametrize("prologue", [
-    "from pdd.engine.allocator import tune_allocator; assert tune_allocator()\n",
+    "from pdd.allocator import tune_allocator; assert tune_allocator()\n",
     # the command line tunes first, whatever the command
     "from pdd.cli import main; assert main(['params', 'check']) == 0\n",
 ], ids=["tune_allocator", "pdd_cli"])
@@ -49,7 +49,7 @@ def test_a_tuned_process_reuses_freed_tensor_memory(prologue):
 
 
 def test_tuning_reports_what_it_set_and_is_applied_once():
-    script = ("from pdd.engine import allocator; first = allocator.tune_allocator(); "
+    script = ("from pdd import allocator; first = allocator.tune_allocator(); "
               "assert allocator.tune_allocator() is first; print(sorted(first))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, cwd=REPO)
     assert result.returncode == 0, result.stderr
