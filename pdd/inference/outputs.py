@@ -103,10 +103,10 @@ class PredictionWriter:
         """Close the tables and write index.html; returns its path."""
         self._predictions.close()
         self._errors.close()
-        from jinja2 import Environment, PackageLoader, select_autoescape
+        from jinja2 import Environment, PackageLoader
 
-        environment = Environment(loader=PackageLoader("pdd.inference", "templates"),
-                                  autoescape=select_autoescape(["html"]))
+        # every value is escaped: file names, error messages and library messages come from the inputs
+        environment = Environment(loader=PackageLoader("pdd.inference", "templates"), autoescape=True)
         page = environment.get_template("index.html.j2").render(
             cards=sorted(self.cards, key=lambda card: -card["score"]), problems=self.problems, model=self.model,
             threshold=self.threshold, warnings=self.warnings,
