@@ -2,8 +2,9 @@
 
 ```
 MODEL_DIR/
-  manifest.json              what the model is: architecture and options, teachers, input, selection,
-                             calibration, provenance, and the sha256 of every file below
+  manifest.json              what the model is (`pdd.inference.manifest.Manifest`): architecture and options,
+                             teachers, input and training window, selection, calibration, provenance, and the
+                             sha256 of every file below
   model.safetensors          the trainable weights of the selected epoch (the run's own snapshot)
   teachers/<t>.safetensors   the frozen teachers' weights (only with `pdd export --with-teachers`)
   params.yaml                the resolved params the run was trained with (for reference)
@@ -12,39 +13,28 @@ MODEL_DIR/
 
 Nothing in a bundle is unpickled: weights are safetensors, everything else JSON/YAML/Markdown. A file
 whose sha256 differs from the manifest's is refused, so an altered or damaged bundle never scores.
-The calibration (the F1-max threshold and score statistics) comes from the per-image scores `pdd
-evaluate` wrote for the selected epoch, and the manifest keeps the evaluation's settings (smoothing
-sigma, teacher-feature precision), so a predictor reproduces the evaluation's scores exactly.
+This module is what prediction needs (`read_bundle`, `Bundle`, `Calibration`) and imports no training
+code; making a bundle from a run is `pdd.inference.export`.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from pdd import __version__
-from pdd.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from pdd.engine.metrics import f1_max_threshold
 from pdd.errors import PDDError, WeightsError
-from pdd.io import atomic_write_text, sha256_file
+from pdd.inference.manifest import Manifest, read_manifest
+from pdd.inference.readers import Window
+from pdd.io import sha256_file
 
-BUNDLE_FORMAT = "pdd-model-bundle"
-BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 CARD = "model.md"
 PARAMS = "params.yaml"
 RANDOM_INIT = "random-init"  # pdd.models.weights.RANDOM_INIT, without importing the model code
-TEACHER_MODELS = {"wrn50": "timm wide_resnet50_2.{tag}", "vmamba": "VMamba-Tiny (vanilla v0, VMamba release #v0cls)"}
-SELECTION_CAVEAT = ("best_of_test selects the epoch on the test set (the authors' protocol): its test metrics "
-                    "are optimistic; judge the model on data it was not selected on")
 
 
 @dataclass(frozen=True)
@@ -60,9 +50,9 @@ class Calibration:
     maximum: float
 
     @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> Calibration:
-        section = manifest["calibration"]
-        return cls(section["threshold"], section["scores"]["min"], section["scores"]["max"])
+    def from_manifest(cls, manifest: Manifest) -> Calibration:
+        section = manifest.calibration
+        return cls(section.threshold, section.scores.min, section.scores.max)
 
     def normalise(self, scores: np.ndarray | float) -> np.ndarray:
         span = self.maximum - self.minimum
@@ -70,31 +60,11 @@ class Calibration:
         return np.clip(scaled, 0.0, 1.0)
 
 
-def calibrate(labels: list[int], scores: list[float], source: str) -> dict[str, Any]:
-    """The manifest's calibration section from one evaluation's per-image scores."""
-    labels_array, scores_array = np.asarray(labels), np.asarray(scores, dtype=np.float64)
-    if labels_array.min(initial=1) == labels_array.max(initial=0):
-        raise PDDError(f"{source} has test images of one label only; an F1-max threshold needs both normal and "
-                       "anomalous test images")
-    threshold, f1 = f1_max_threshold(labels_array, scores_array)
-    normal = scores_array[labels_array == 0]
-
-    def stats(values: np.ndarray) -> dict[str, float]:
-        return {"count": int(values.size), "mean": float(values.mean()), "std": float(values.std()),
-                "min": float(values.min()), "max": float(values.max()),
-                "p95": float(np.quantile(values, 0.95)), "p99": float(np.quantile(values, 0.99))}
-
-    return {"threshold": threshold, "threshold_rule": "F1-max on the evaluation's test scores (score >= threshold "
-            "is anomalous)", "f1_at_threshold": f1, "normal_scores": stats(normal), "scores": stats(scores_array),
-            "normalisation": "clip((score - threshold) / (scores.max - scores.min) + 0.5, 0, 1), as anomalib",
-            "source": source}
-
-
 @dataclass
 class Bundle:
     """A model bundle in memory: the manifest, the trainable weights and (optionally) the teachers'."""
 
-    manifest: dict[str, Any]
+    manifest: Manifest
     trainable: dict[str, torch.Tensor]
     teachers: dict[str, torch.Tensor] | None = None
     weights_file: Path | None = None  # the safetensors file the trainable weights were read from
@@ -102,16 +72,17 @@ class Bundle:
 
     @property
     def image_size(self) -> int:
-        return int(self.manifest["input"]["image_size"])
+        return self.manifest.input.image_size
 
     @property
     def scoring(self) -> str:
-        return self.manifest["model"]["scoring"]
+        return self.manifest.model.scoring
 
     @property
-    def ct_window(self) -> str | None:
-        """The window the training images were exported with (HeadCT: brain), for DICOM and NIfTI input."""
-        return self.manifest["input"].get("ct_window")
+    def training_window(self) -> tuple[str, Window] | None:
+        """(name, window) the training images were exported with (HeadCT: brain): the default for DICOM and NIfTI."""
+        window = self.manifest.input.window
+        return None if window is None else (window.name, Window(window.center, window.width))
 
     @property
     def calibration(self) -> Calibration:
@@ -119,12 +90,12 @@ class Bundle:
 
     @property
     def random_teachers(self) -> bool:
-        return any(t["weights"] == RANDOM_INIT for t in self.manifest["teachers"].values())
+        return any(t.weights == RANDOM_INIT for t in self.manifest.teachers.values())
 
     @property
     def description(self) -> str:
-        run = self.manifest["run"]
-        return f"{run['id']} epoch {self.manifest['selection']['epoch']} ({self.manifest['selection']['protocol']})"
+        selection = self.manifest.selection
+        return f"{self.manifest.run.id} epoch {selection.epoch} ({selection.protocol})"
 
     @property
     def warnings(self) -> list[str]:
@@ -133,144 +104,9 @@ class Bundle:
         if self.random_teachers:
             notes.append("random-init teachers (no pretrained weights): a demo model, its scores mean nothing "
                          "clinically")
-        if self.manifest["run"]["demo"]:
+        if self.manifest.run.demo:
             notes.append("trained on the synthetic demo data")
         return notes
-
-
-# ---- building a bundle from a run ---------------------------------------------------------------------------
-
-
-def bundle_from_run(run_dir: str | Path, selection: str | None = None, scoring: str = "ts") -> Bundle:
-    """The bundle of an evaluated run: the epoch `selection` chose for `scoring` (default: the run's
-    `reporting.selection`), calibrated on that epoch's per-image test scores."""
-    from pdd.engine import runs
-    from pdd.models.state import load_snapshot
-    from pdd.engine.results import read_epoch_evaluation, read_metrics
-    from pdd.engine.rundir import RunDir
-
-    directory = RunDir(Path(run_dir))
-    record = runs.RunRecord.read(directory)
-    if not directory.metrics.is_file():
-        raise PDDError(f"{directory.root} has not been evaluated (no metrics.json); run `pdd evaluate --run "
-                       f"{directory.root}` first: the bundle's threshold comes from that evaluation")
-    document = read_metrics(directory.metrics)
-    evaluation = document["provenance"].get("evaluation")
-    if evaluation is None:
-        raise PDDError(f"{directory.metrics} was written by an earlier pdd that did not record its evaluation "
-                       f"settings; run `pdd evaluate --run {directory.root}` again, then export")
-    trained = record.trained_params()
-    selection = selection or trained.reporting.selection
-    if scoring not in document["metrics"]:
-        raise PDDError(f"{record.spec.id} was evaluated with scorings {sorted(document['metrics'])}, not {scoring!r}")
-    selected = document["metrics"][scoring][selection]
-    epoch = int(selected["epoch"])
-    snapshot = directory.snapshot(epoch)
-    if not snapshot.is_file():
-        raise PDDError(f"{snapshot} (epoch {epoch}, chosen by {selection}) is gone (train.keep_snapshots: selected "
-                       "keeps only what the current selection chose); export with the selection that kept it, or "
-                       "retrain the run")
-    per_image = read_epoch_evaluation(directory.epoch_evaluation(epoch))
-    if per_image.get("evaluated_with") != document["provenance"]["fingerprints"] or per_image.get("images") is None:
-        raise PDDError(f"{directory.epoch_evaluation(epoch)} is not from the evaluation metrics.json reports; run "
-                       f"`pdd evaluate --run {directory.root}` again, then export")
-    trainable, metadata = load_snapshot(snapshot)
-    if metadata.get("train_fingerprint") != record.run_identity.train_fingerprint:
-        raise PDDError(f"{snapshot} belongs to another training than {directory.record}; retrain the run")
-    images = per_image["images"]
-    source = (f"{directory.epoch_evaluation(epoch)}: {len(images['labels'])} test images "
-              f"({images['labels'].count(0)} normal) of {record.spec.id}, epoch {epoch}, scoring {scoring}")
-    manifest = _manifest(record, trained, evaluation, selection, epoch, scoring, selected, document)
-    manifest["calibration"] = calibrate(images["labels"], images["scores"][scoring], source)
-    return Bundle(manifest, trainable, weights_file=snapshot)
-
-
-def _manifest(record: Any, trained: Any, evaluation: dict[str, Any], selection: str, epoch: int, scoring: str,
-              selected: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
-    options = trained.build_options(record.variant, record.fidelity)
-    teacher_files = {"wrn50": options.pop("wrn_weights"), "vmamba": options.pop("vmamba_weights")}
-    options["map_sigma"] = evaluation["eval"]["sigma"]  # the smoothing the scores (and threshold) were made with
-    identity = record.run_identity
-    teachers = {}
-    for name, weights in identity.teacher_weights.items():
-        settings = getattr(trained.teachers, name)
-        model = TEACHER_MODELS[name].format(tag=trained.teachers.wrn50.tag)
-        teachers[name] = {"model": model, "weights": weights, "file": teacher_files[name], "url": settings.url,
-                          **({"seed": trained.teachers.init_seed} if weights == RANDOM_INIT else {})}
-    return {
-        "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "pdd_version": __version__,
-        "run": {"id": record.spec.id, "dataset": record.dataset, "variant": record.variant, "arch": record.arch,
-                "fidelity": record.fidelity, "seed": record.seed, "demo": record.demo, "epochs": record.epochs,
-                "git_commit": record.git_commit, "git_dirty": record.git_dirty,
-                "params_sha256": record.params_sha256, "train_fingerprint": identity.train_fingerprint,
-                "split_sha256": identity.split_sha256, "evaluated": document["provenance"]["created"],
-                # set for weights trained elsewhere (`pdd weights import-official`): who, and each file's sha256
-                "weights_source": document["provenance"].get("weights_source")},
-        "model": {"arch": record.arch, "fidelity": record.fidelity, "options": options, "scoring": scoring},
-        "input": {"image_size": record.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-                  "preprocessing": "pdd.data.images.read_image, RGB, PIL bilinear resize to image_size², "
-                                   "/255, ImageNet mean/std",
-                  "ct_window": _training_window(record.dataset)},
-        "teachers": teachers,
-        "teacher_features": evaluation["teacher_features"],
-        "selection": {"protocol": selection, "epoch": epoch, "scoring": scoring,
-                      "caveat": SELECTION_CAVEAT if selection == "best_of_test" else None},
-        "metrics": selected["pooled"],
-    }
-
-
-def _training_window(dataset: str) -> str | None:
-    from pdd.data.registry import DATASETS
-
-    return DATASETS[dataset].ct_window if dataset in DATASETS else None
-
-
-# ---- writing and reading ------------------------------------------------------------------------------------
-
-
-def write_bundle(bundle: Bundle, out: str | Path, teachers: dict[str, dict[str, torch.Tensor]] | None = None,
-                 params_yaml: str | None = None) -> Path:
-    """Write `bundle` into the folder `out` atomically (an existing bundle there is replaced).
-
-    `teachers`: per teacher, the state to store under teachers/<t>.safetensors (`--with-teachers`)."""
-    from safetensors.torch import save
-
-    from pdd.data.prepare import atomic_directory
-
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise PDDError(f"{out} exists and is not a pdd model bundle; choose another --out (nothing was written)")
-    manifest = json.loads(json.dumps(bundle.manifest))  # a copy: the file list is this folder's
-    with atomic_directory(out) as work:
-        if bundle.weights_file is not None:
-            shutil.copyfile(bundle.weights_file, work / WEIGHTS)
-        else:
-            from pdd.models.state import save_snapshot
-
-            save_snapshot(work / WEIGHTS, bundle.trainable, {"bundle": manifest["run"]["id"]})
-        for name, state in (teachers or {}).items():
-            (work / "teachers").mkdir(exist_ok=True)
-            tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state.items()}
-            (work / "teachers" / f"{name}.safetensors").write_bytes(save(tensors, metadata={"teacher": name}))
-            manifest["teachers"][name]["bundled"] = f"teachers/{name}.safetensors"
-        if params_yaml is not None:
-            atomic_write_text(work / PARAMS, params_yaml)
-        atomic_write_text(work / CARD, model_card(manifest))
-        manifest["files"] = {path.relative_to(work).as_posix(): sha256_file(path)
-                             for path in sorted(work.rglob("*")) if path.is_file()}
-        atomic_write_text(work / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-        _shareable(work)
-    return out
-
-
-def _shareable(folder: Path) -> None:
-    """Temporary files are private (0600); a bundle is meant to be copied and shared: umask permissions."""
-    import os
-
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def read_bundle(path: str | Path) -> Bundle:
@@ -284,14 +120,9 @@ def read_bundle(path: str | Path) -> Bundle:
     if not manifest_file.is_file():
         raise PDDError(f"{root} is not a pdd model bundle (no {MANIFEST}); make one with `pdd export --run RUN_DIR "
                        f"--out {root}`, or pass a run directory")
-    try:
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PDDError(f"{manifest_file} is unreadable ({exc}); export the model again") from exc
-    if manifest.get("format") != BUNDLE_FORMAT or manifest.get("format_version") != BUNDLE_VERSION:
-        raise PDDError(f"{root} is a bundle of format {manifest.get('format')!r} v{manifest.get('format_version')}; "
-                       f"this pdd reads {BUNDLE_FORMAT} v{BUNDLE_VERSION}: export it again with this pdd")
-    for relative, expected in manifest.get("files", {}).items():
+    manifest = read_manifest(manifest_file)
+    files = manifest.files or {}
+    for relative, expected in files.items():
         file = root / relative
         if not file.is_file():
             raise WeightsError(f"{root}: {relative} is missing; copy the whole bundle folder, or export it again")
@@ -299,62 +130,11 @@ def read_bundle(path: str | Path) -> Bundle:
         if actual != expected:
             raise WeightsError(f"{root}: {relative} has sha256 {actual[:12]}…, the manifest records {expected[:12]}…: "
                                "the bundle was altered or damaged; export it again from its run")
-    if WEIGHTS not in manifest.get("files", {}):
+    if WEIGHTS not in files:
         raise WeightsError(f"{root}: the manifest lists no {WEIGHTS}; export the model again")
     trainable, _ = load_snapshot(root / WEIGHTS)
     teachers = {}
-    for name, entry in manifest["teachers"].items():
-        if entry.get("bundled"):
-            teachers.update(load_file(str(root / entry["bundled"])))
+    for entry in manifest.teachers.values():
+        if entry.bundled:
+            teachers.update(load_file(str(root / entry.bundled)))
     return Bundle(manifest, trainable, teachers or None, weights_file=root / WEIGHTS, root=root)
-
-
-def model_card(manifest: dict[str, Any]) -> str:
-    """`model.md`: what a person handed the folder needs to know before trusting a score."""
-    run, selection, calibration = manifest["run"], manifest["selection"], manifest["calibration"]
-
-    def percent(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.1f}"
-
-    def teacher(name: str, entry: dict[str, Any]) -> str:
-        if entry["weights"] == RANDOM_INIT:
-            where = f"seed {entry['seed']}"
-        else:
-            where = f"sha256 {entry['weights']}, " + (f"bundled as {entry['bundled']}" if entry.get("bundled")
-                                                      else f"file {entry['file']} (from {entry['url']})")
-        return f"{name}: {entry['model']}, {'random-init' if entry['weights'] == RANDOM_INIT else 'pretrained'} ({where})"
-
-    teachers = "; ".join(teacher(name, entry) for name, entry in manifest["teachers"].items())
-    metrics = manifest["metrics"]
-    lines = [
-        f"# PDD model: {run['dataset']} / {run['variant']} ({run['fidelity']} fidelity), seed {run['seed']}", "",
-        *(f"> **Warning:** {note}." for note in Bundle(manifest, {}).warnings),
-        "",
-        f"- Architecture: {manifest['model']['arch']}, scoring `{manifest['model']['scoring']}`, "
-        f"input {manifest['input']['image_size']}×{manifest['input']['image_size']} RGB (ImageNet normalisation)"
-        + (f"; DICOM/NIfTI input is shown in the {manifest['input']['ct_window']} window the training images used"
-           if manifest["input"].get("ct_window") else ""),
-        f"- Weights: epoch {selection['epoch']} of {run['epochs']}, selected by `{selection['protocol']}`",
-        f"- Test metrics of that epoch: image AUROC {percent(metrics['image_AUROC'])}, AP "
-        f"{percent(metrics['image_AP'])}, F1-max {percent(metrics['image_F1max'])} (%)",
-        f"- Threshold: {calibration['threshold']:.6g} ({calibration['threshold_rule']}); normal test scores: mean "
-        f"{calibration['normal_scores']['mean']:.6g}, std {calibration['normal_scores']['std']:.6g}, p99 "
-        f"{calibration['normal_scores']['p99']:.6g}",
-        f"- Calibrated on: {calibration['source']}",
-        f"- Teachers: {teachers}",
-        f"- Provenance: git {run['git_commit']}{' (dirty)' if run['git_dirty'] else ''}, params sha256 "
-        f"{run['params_sha256'][:12]}…, train fingerprint {run['train_fingerprint'][:12]}…, split sha256 "
-        f"{run['split_sha256'][:12]}…",
-        "",
-    ]
-    if selection["caveat"]:
-        lines += [f"**Caveat:** {selection['caveat']}.", ""]
-    lines += ["## Use", "", "```", "pdd predict --model THIS_FOLDER scans/ --out predictions/", "```", "",
-              "Images (PNG/JPEG/...), DICOM files or series folders and NIfTI volumes are accepted; see "
-              "`pdd predict --help`. Scores are only comparable to the threshold for images like the training "
-              "data (same modality, view and preprocessing).", ""]
-    return "\n".join(lines)
-
-
-def params_yaml_of(record: Any) -> str:
-    return yaml.safe_dump(record.params, sort_keys=False, allow_unicode=True)

@@ -33,11 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--out", required=True, type=Path, metavar="OUT_DIR")
     predict.add_argument("--threshold", type=float, default=None,
                          help="raw-score threshold for the label (default: the bundle's F1-max threshold)")
-    predict.add_argument("--window", default=None, metavar="brain|subdural|bone|C,W",
-                         help="CT window for DICOM and NIfTI (default: the one the model's training images used, "
-                              "e.g. brain for HeadCT, else the file's own window tags, else min-max)")
+    predict.add_argument("--window", default=None, metavar="file|brain|subdural|bone|C,W",
+                         help="window for DICOM and NIfTI: file (each file's own VOI LUT, window or NIfTI "
+                              "cal_min/cal_max, else min-max), a preset, or center,width (default: the window "
+                              "the model's training images used, e.g. brain for HeadCT, else file)")
     predict.add_argument("--axis", type=int, default=2, choices=[0, 1, 2],
-                         help="NIfTI: score the volume slice by slice along this array axis (default: %(default)s)")
+                         help="NIfTI: score the volume, in RAS orientation, slice by slice along this axis "
+                              "(0 sagittal, 1 coronal, 2 axial; default: %(default)s)")
     predict.add_argument("--save-maps", action="store_true", help="also write each raw anomaly map (maps/*.npz)")
     predict.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
     predict.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
@@ -48,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pdd.inference.bundle import bundle_from_run, params_yaml_of, write_bundle
+    from pdd.engine import runs
+    from pdd.engine.rundir import RunDir
+    from pdd.inference.export import bundle_from_run, params_yaml_of, write_bundle
 
     bundle = bundle_from_run(args.run, args.selection, args.scoring)
     teachers = None
@@ -57,13 +61,10 @@ def _export(args: argparse.Namespace) -> int:
 
         model = build_bundle_model(bundle, resolve_device("cpu"))
         teachers = {name: {key: value for key, value in model.state_dict().items()
-                           if key.startswith(f"teachers.{name}.")} for name in bundle.manifest["teachers"]}
-    from pdd.engine import runs
-    from pdd.engine.rundir import RunDir
-
+                           if key.startswith(f"teachers.{name}.")} for name in bundle.manifest.teachers}
     out = write_bundle(bundle, args.out, teachers, params_yaml_of(runs.RunRecord.read(RunDir(Path(args.run)))))
-    calibration = bundle.manifest["calibration"]
-    print(f"exported {bundle.description} -> {out} (threshold {calibration['threshold']:.6g}; see {out / 'model.md'})")
+    threshold = bundle.manifest.calibration.threshold
+    print(f"exported {bundle.description} -> {out} (threshold {threshold:.6g}; see {out / 'model.md'})")
     for note in bundle.warnings:
         print(f"warning: {note}", file=sys.stderr)
     return 0
@@ -74,25 +75,23 @@ def _predict(args: argparse.Namespace) -> int:
 
     from pdd.inference.outputs import PredictionWriter
     from pdd.inference.predictor import Predictor
-    from pdd.inference.readers import InputProblem, iter_scan_slices, parse_window
+    from pdd.inference.readers import InputProblem, parse_window
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     teacher_files = dict(_name_value(text) for text in args.teacher)
-    parse_window(args.window)  # a bad --window fails before the model is loaded
+    if args.window is not None:
+        parse_window(args.window)  # a bad --window fails before the model is loaded
     predictor = Predictor.from_path(args.model, device=args.device, teacher_files=teacher_files,
-                                    threshold=args.threshold, batch_size=args.batch_size)
+                                    threshold=args.threshold, batch_size=args.batch_size, window=args.window,
+                                    axis=args.axis)
     for note in predictor.bundle.warnings:
         print(f"warning: {note}", file=sys.stderr)
-    window = parse_window(args.window or predictor.bundle.ct_window)
-    if args.window is None and window is not None:
-        print(f"DICOM and NIfTI inputs are shown in the {predictor.bundle.ct_window} window (C {window.center:g}, "
-              f"W {window.width:g}) the training images used; --window overrides it", file=sys.stderr)
     writer = PredictionWriter(args.out, predictor.calibration, predictor.threshold, predictor.bundle.description,
                               predictor.bundle.warnings, save_maps=args.save_maps)
     with writer, tqdm(desc="predict", unit="image", disable=not args.progress) as progress:
         def scorable():
-            for item in iter_scan_slices(args.inputs, window=window, axis=args.axis):
+            for item in predictor.read(args.inputs):
                 if isinstance(item, InputProblem):
                     writer.add_problem(item)
                 else:

@@ -10,10 +10,16 @@ for p in predictor.predict(["scan.dcm", "ct.nii.gz", "image.png"]):
 The preprocessing is the project's one (`pdd.data.dataset.to_model_input`), the teacher features pass
 through the precision the evaluation used (its fp16 cache, when it had one), and the map smoothing is
 the evaluation's sigma, so a prepared test image gets the score `pdd evaluate` wrote for it.
+
+Files are read by `Predictor.read` alone, for `predict` and for `pdd predict` alike: the same window
+(by default the one the training images were exported with, HeadCT's brain window; ``window="file"``
+for each file's own), the same NIfTI axis, the same pixels. Predicting from a bundle imports no
+training code (`pdd.engine`); only `from_run` reads a run directory through it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +32,12 @@ from PIL import Image
 from pdd.data.dataset import to_model_input
 from pdd.data.images import to_canonical
 from pdd.errors import DataError, PDDError, WeightsError
-from pdd.inference.bundle import MANIFEST, RANDOM_INIT, Bundle, bundle_from_run, read_bundle
-from pdd.inference.readers import InputProblem, ScanSlice, iter_scan_slices
+from pdd.inference.bundle import MANIFEST, RANDOM_INIT, Bundle, read_bundle
+from pdd.inference.readers import FILE_WINDOW, InputProblem, ScanSlice, Window, iter_scan_slices, parse_window
 
 DEFAULT_BATCH_SIZE = 8
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,28 +67,28 @@ def resolve_device(name: str | None) -> torch.device:
 def build_bundle_model(bundle: Bundle, device: torch.device,
                        teacher_files: dict[str, str | Path] | None = None) -> torch.nn.Module:
     """The bundle's PDDModel with its teachers and weights loaded and checked, in eval mode on `device`."""
-    from pdd.models.state import load_trainable_state, teacher_weights
     from pdd.models import build_pdd
+    from pdd.models.state import load_trainable_state, teacher_weights
 
     manifest = bundle.manifest
-    options = dict(manifest["model"]["options"])
-    recorded = {name: entry["weights"] for name, entry in manifest["teachers"].items()}
+    options = dict(manifest.model.options)
+    recorded = {name: entry.weights for name, entry in manifest.teachers.items()}
     if bundle.teachers is not None or all(weights == RANDOM_INIT for weights in recorded.values()):
-        model = build_pdd(manifest["model"]["arch"], manifest["model"]["fidelity"],
+        model = build_pdd(manifest.model.arch, manifest.model.fidelity,
                           **{**options, "pretrained": False, "wrn_weights": None, "vmamba_weights": None})
         if bundle.teachers is not None:
             _load_bundled_teachers(model, bundle.teachers, bundle.root)
     else:
-        files = {name: Path((teacher_files or {}).get(name) or entry["file"])
-                 for name, entry in manifest["teachers"].items()}
+        files = {name: Path((teacher_files or {}).get(name) or entry.file or "")
+                 for name, entry in manifest.teachers.items()}
         for name, file in files.items():
             if not file.is_file():
-                entry = manifest["teachers"][name]
+                entry = manifest.teachers[name]
                 raise WeightsError(
-                    f"the {name} teacher weights ({file}) are not here; put the file with sha256 {entry['weights']} "
-                    f"there (download: {entry['url']}, or `pdd weights fetch {name}`), pass it with "
+                    f"the {name} teacher weights ({file}) are not here; put the file with sha256 {entry.weights} "
+                    f"there (download: {entry.url}, or `pdd weights fetch {name}`), pass it with "
                     f"--teacher {name}=FILE, or export the model with --with-teachers")
-        model = build_pdd(manifest["model"]["arch"], manifest["model"]["fidelity"],
+        model = build_pdd(manifest.model.arch, manifest.model.fidelity,
                           **{**options, "pretrained": True, "wrn_weights": str(files.get("wrn50")),
                              "vmamba_weights": str(files["vmamba"]) if "vmamba" in files else None})
     loaded = teacher_weights(model)
@@ -101,14 +109,20 @@ def _load_bundled_teachers(model: torch.nn.Module, state: dict[str, torch.Tensor
 
 
 class Predictor:
-    """Scores images with one bundle (or run); see the module docstring."""
+    """Scores images with one bundle (or run); see the module docstring.
+
+    `window`: None (the training images' window, else each file's own), ``"file"`` (each file's own),
+    a preset name or ``"C,W"`` (`parse_window`), or a `Window`; `axis`: the NIfTI slicing axis of the
+    RAS volume. Both apply to DICOM and NIfTI files read by `read`, `predict` and `pdd predict`."""
 
     def __init__(self, bundle: Bundle, model: torch.nn.Module, device: torch.device,
-                 threshold: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 threshold: float | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 window: str | Window | None = None, axis: int = 2) -> None:
         self.bundle, self.model, self.device, self.batch_size = bundle, model, device, batch_size
         self.calibration = bundle.calibration
         self.threshold = self.calibration.threshold if threshold is None else float(threshold)
-        self.feature_dtype = getattr(torch, bundle.manifest["teacher_features"])
+        self.feature_dtype = getattr(torch, bundle.manifest.teacher_features)
+        self.window, self.axis = _reading_window(window, bundle.training_window), axis
 
     @classmethod
     def from_bundle(cls, path: str | Path, *, device: str | None = None,
@@ -122,6 +136,8 @@ class Predictor:
                  device: str | None = None, teacher_files: dict[str, str | Path] | None = None,
                  **options: Any) -> Predictor:
         """The run's selected epoch, as `pdd export` would bundle it (nothing is written)."""
+        from pdd.inference.export import bundle_from_run  # reads the run directory through the engine
+
         bundle = bundle_from_run(run_dir, selection, scoring)
         resolved = resolve_device(device)
         return cls(bundle, build_bundle_model(bundle, resolved, teacher_files), resolved, **options)
@@ -137,7 +153,12 @@ class Predictor:
         raise PDDError(f"{path} is neither a model bundle (no {MANIFEST}) nor a run directory (no run.json); "
                        "pass the folder `pdd export` wrote or a trained and evaluated run")
 
-    # ---- scoring ----------------------------------------------------------------------------------------------
+    # ---- reading and scoring ----------------------------------------------------------------------------------
+
+    def read(self, inputs: Sequence[str | Path]) -> Iterator[ScanSlice | InputProblem]:
+        """Every 2-D image in `inputs` (files and folders) or the problem with each, in this predictor's window
+        and axis: the one reading path of `predict` and of `pdd predict`."""
+        return iter_scan_slices(inputs, window=self.window, axis=self.axis)
 
     def predict(self, inputs: Any, batch_size: int | None = None) -> list[Prediction]:
         """Score images given as paths (image, DICOM, NIfTI, folders), PIL images or numpy arrays.
@@ -147,7 +168,7 @@ class Predictor:
         slices: list[ScanSlice] = []
         for index, item in enumerate(items):
             if isinstance(item, (str, Path)):
-                for found in iter_scan_slices([item]):
+                for found in self.read([item]):
                     if isinstance(found, InputProblem):
                         raise DataError(f"cannot score {found.source}: {found.reason}")
                     slices.append(found)
@@ -183,6 +204,22 @@ class Predictor:
             label=int(score >= self.threshold), map=anomaly_map,
             image=np.asarray(item.image.convert("RGB").resize((size, size), Image.BILINEAR)),
         ) for item, score, norm, anomaly_map in zip(batch, scores, normalised, maps)]
+
+
+def _reading_window(requested: str | Window | None, training: tuple[str, Window] | None) -> Window | None:
+    """The window DICOM and NIfTI files are read in (None: each file's own), said once in the log."""
+    chosen = parse_window(requested) if isinstance(requested, str) else requested
+    if requested is None and training is not None:
+        name, chosen = training
+        log.info("DICOM and NIfTI inputs are shown in the %s window (C %g, W %g) the training images used; "
+                 "--window %s shows each file's own", name, chosen.center, chosen.width, FILE_WINDOW)
+    elif chosen is not None:
+        log.info("DICOM and NIfTI inputs are shown in the window C %g, W %g", chosen.center, chosen.width)
+    else:
+        log.info("DICOM and NIfTI inputs are shown in each file's own window (DICOM: its VOI LUT or window, "
+                 "NIfTI: cal_min..cal_max; else min..max)%s",
+                 "" if requested is not None else "; the model names no training window")
+    return chosen
 
 
 def _as_image(item: Any) -> Image.Image:

@@ -1,12 +1,15 @@
 """The decoding rules of `pdd.inference.readers`, checked against pixel values worked out by hand.
 
-Every window expectation below is ``round_half_even(clip((v - (C - W/2)) / W, 0, 1) * 255)`` for
-modality value ``v``, with the arithmetic written next to it.
+Every window expectation below is DICOM's LINEAR VOI function onto 8 bits (PS3.3 C.11.2.1.2.1) for
+modality value ``v``: 0 for ``v <= C - 0.5 - (W - 1)/2``, 255 for ``v > C - 0.5 + (W - 1)/2``, else
+``round_half_even(((v - (C - 0.5)) / (W - 1) + 0.5) * 255)``, with the arithmetic written next to it.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -67,8 +70,9 @@ def write_dicom(
     return path
 
 
-def write_nifti(path: Path, volume: np.ndarray, *, slope: float | None = None, inter: float | None = None) -> Path:
-    image = nib.Nifti1Image(volume, np.eye(4))
+def write_nifti(path: Path, volume: np.ndarray, *, slope: float | None = None, inter: float | None = None,
+                affine: np.ndarray | None = None) -> Path:
+    image = nib.Nifti1Image(volume, np.eye(4) if affine is None else affine)
     if slope is not None:
         image.header.set_slope_inter(slope, inter)
     image.to_filename(str(path))
@@ -116,27 +120,27 @@ def ct_file(tmp_path: Path) -> Path:
 def test_ct_rescale_then_first_window_of_the_tags(tmp_path):
     item = only_slice(ct_file(tmp_path))
     assert item.image.mode == "L" and item.slice_index is None and item.name == "ct.dcm"
-    # brain window: lower = 40 - 80/2 = 0
+    # brain window: C - 0.5 = 39.5, W - 1 = 79; black at v <= 0, white at v > 79
     expected = [
-        [0, 0, 64, 128],  # -1000 and 0 clip to 0; 20/80*255 = 63.75 -> 64; 40/80*255 = 127.5 -> 128 (half to even)
-        [191, 255, 255, 255],  # 60/80*255 = 191.25 -> 191; 80 and above clip to 255
+        [0, 0, 65, 129],  # (20 - 39.5)/79 + 0.5 = 0.25316 -> 64.56 -> 65; (40 - 39.5)/79 + 0.5 -> 129.11 -> 129
+        [194, 255, 255, 255],  # (60 - 39.5)/79 + 0.5 = 0.75949 -> 193.67 -> 194; 80 and above: 255
     ]
     np.testing.assert_array_equal(pixels(item), expected)
 
 
 def test_window_argument_overrides_the_tags(tmp_path):
     item = only_slice(ct_file(tmp_path), window=parse_window("bone"))
-    # bone window C 600 W 2800: lower = 600 - 1400 = -800
-    # -1000 -> 0; 800/2800*255 = 72.86 -> 73; 820/2800*255 = 74.68 -> 75; 840/2800*255 = 76.5 -> 76 (half to even)
-    # 860/2800*255 = 78.32 -> 78; 880/2800*255 = 80.14 -> 80; 1400/2800*255 = 127.5 -> 128; 2800/2800 -> 255
-    expected = [[0, 73, 75, 76], [78, 80, 128, 255]]
+    # bone window C 600 W 2800: C - 0.5 = 599.5, W - 1 = 2799; black at v <= -800, white at v > 1999
+    # 0: (0 - 599.5)/2799 + 0.5 = 0.28582 -> 72.88 -> 73; 20 -> 74.71 -> 75; 40 -> 76.53 -> 77; 60 -> 78.35 -> 78;
+    # 80 -> 80.17 -> 80; 600 -> 127.55 -> 128; 2000 > 1999 -> 255
+    expected = [[0, 73, 75, 77], [78, 80, 128, 255]]
     np.testing.assert_array_equal(pixels(item), expected)
 
 
 def test_without_rescale_tags_the_stored_values_are_windowed(tmp_path):
     stored = np.array([[0, 20, 40, 100]], dtype=np.uint16)
     item = only_slice(write_dicom(tmp_path / "mr.dcm", stored, WindowCenter=40, WindowWidth=80))
-    np.testing.assert_array_equal(pixels(item), [[0, 64, 128, 255]])  # 20/80*255 = 63.75; 40/80*255 = 127.5
+    np.testing.assert_array_equal(pixels(item), [[0, 65, 129, 255]])  # 20 -> 64.56, 40 -> 129.11 (see the CT test)
 
 
 def test_without_window_tags_the_frame_is_stretched_min_to_max(tmp_path):
@@ -154,7 +158,8 @@ def test_constant_frame_without_window_is_black(tmp_path):
 def test_monochrome1_is_inverted_after_windowing(tmp_path):
     stored = np.array([[0, 50, 100, 200]], dtype=np.uint16)
     path = write_dicom(tmp_path / "cr.dcm", stored, photometric="MONOCHROME1", WindowCenter=100, WindowWidth=200)
-    # lower = 0: 0 -> 0 -> 255; 50/200*255 = 63.75 -> 64 -> 191; 100/200*255 = 127.5 -> 128 -> 127; 200 -> 255 -> 0
+    # C - 0.5 = 99.5, W - 1 = 199: 0 -> 0 -> 255; (50 - 99.5)/199 + 0.5 = 0.25126 -> 64.07 -> 64 -> 191;
+    # (100 - 99.5)/199 + 0.5 -> 128.14 -> 128 -> 127; 200 > 199 -> 255 -> 0
     np.testing.assert_array_equal(pixels(only_slice(path)), [[255, 191, 127, 0]])
 
 
@@ -174,8 +179,8 @@ def test_multiframe_gives_one_slice_per_frame_stretched_over_the_whole_file(tmp_
 def test_multiframe_uses_one_tag_window_for_every_frame(tmp_path):
     frames = np.stack([np.full((2, 2), 20, np.int16), np.full((2, 2), 60, np.int16), np.full((2, 2), 90, np.int16)])
     items = scan(write_dicom(tmp_path / "f.dcm", frames, WindowCenter=40, WindowWidth=80))
-    # lower 0: 20 -> 63.75 -> 64; 60 -> 191.25 -> 191; 90 -> clip -> 255
-    assert [int(pixels(item)[0, 0]) for item in items] == [64, 191, 255]
+    # brain window: 20 -> 64.56 -> 65; 60 -> 193.67 -> 194; 90 > 79 -> 255
+    assert [int(pixels(item)[0, 0]) for item in items] == [65, 194, 255]
 
 
 def test_enhanced_multiframe_reads_rescale_and_window_from_functional_groups(tmp_path):
@@ -198,8 +203,8 @@ def test_enhanced_multiframe_reads_rescale_and_window_from_functional_groups(tmp
         PerFrameFunctionalGroupsSequence=per_frame,
     )
     items = scan(path)
-    # frame 0: 1044 - 1024 = 20 HU -> 20/80*255 = 63.75 -> 64; frame 1: 30 * 2 = 60 HU -> 191.25 -> 191
-    assert [int(pixels(i)[0, 0]) for i in items] == [64, 191]
+    # frame 0: 1044 - 1024 = 20 HU -> 64.56 -> 65; frame 1: 30 * 2 = 60 HU -> 193.67 -> 194
+    assert [int(pixels(i)[0, 0]) for i in items] == [65, 194]
 
 
 def test_rgb_dicom_is_an_rgb_image_without_windowing(tmp_path):
@@ -230,7 +235,109 @@ def test_dicom_found_by_marker_without_suffix_and_by_suffix_without_preamble(tmp
     bare = write_dicom(tmp_path / "bare.dcm", stored, preamble=False, WindowCenter=40, WindowWidth=80)
     assert bare.read_bytes()[128:132] != b"DICM"
     for item in scan(marked, bare):
-        np.testing.assert_array_equal(pixels(item), [[0, 128]])
+        np.testing.assert_array_equal(pixels(item), [[0, 129]])  # 40 -> 129.11
+
+
+def test_the_files_voi_function_sigmoid_and_linear_exact(tmp_path):
+    stored = np.array([[0, 20, 40, 60, 80, 100]], dtype=np.uint16)
+    sigmoid = write_dicom(tmp_path / "s.dcm", stored, WindowCenter=40, WindowWidth=80, VOILUTFunction="SIGMOID")
+    exact = write_dicom(tmp_path / "e.dcm", stored, WindowCenter=40, WindowWidth=80, VOILUTFunction="LINEAR_EXACT")
+    # SIGMOID (C.11.2.1.3.1): 255 / (1 + exp(-4 (v - 40) / 80)): 0 -> 255/(1 + e^2) = 30.40 -> 30;
+    # 20 -> 255/(1 + e^1) = 68.58 -> 69; 40 -> 127.5 -> 128; 60 -> 186.42 -> 186; 80 -> 224.60 -> 225;
+    # 100 -> 255/(1 + e^-3) = 242.91 -> 243
+    np.testing.assert_array_equal(pixels(only_slice(sigmoid)), [[30, 69, 128, 186, 225, 243]])
+    # LINEAR_EXACT (C.11.2.1.3.2): (v - 40)/80 + 0.5, black at v <= 0, white at v > 80: 20 -> 63.75 -> 64;
+    # 40 -> 127.5 -> 128; 60 -> 191.25 -> 191; 80 -> 255
+    np.testing.assert_array_equal(pixels(only_slice(exact)), [[0, 64, 128, 191, 255, 255]])
+    unknown = write_dicom(tmp_path / "u.dcm", stored, WindowCenter=40, WindowWidth=80, VOILUTFunction="LOG")
+    (problem,) = problems(scan(unknown))
+    assert "VOI LUT Function" in problem.reason and "LOG" in problem.reason
+
+
+@pytest.mark.parametrize(("bits", "table", "expected"), [
+    (8, [0, 10, 200, 255], [0, 10, 200, 255, 255]),  # 8-bit entries are the display values
+    (16, [0, 257, 32896, 65535], [0, 1, 128, 255, 255]),  # 16-bit entries * 255/65535: 257 -> 1, 32896 -> 128
+])
+def test_the_files_voi_lut_sequence_is_applied_before_its_window(tmp_path, bits, table, expected):
+    lut = Dataset()
+    lut.add_new("LUTDescriptor", "US", [4, 1, bits])  # 4 entries, the first for modality value 1
+    lut.add_new("LUTData", "US", table)
+    # stored 0..4 with RescaleIntercept 1 are modality values 1..5: 1 -> entry 0, ..., 4 -> entry 3, 5 -> (last) 3
+    path = write_dicom(tmp_path / "lut.dcm", np.array([[0, 1, 2, 3, 4]], dtype=np.uint16), RescaleSlope=1,
+                       RescaleIntercept=1, VOILUTSequence=[lut], WindowCenter=2, WindowWidth=1)
+    np.testing.assert_array_equal(pixels(only_slice(path)), [expected])
+
+
+@pytest.mark.parametrize(("sop_class", "kind"), [("RTDoseStorage", "RT dose"), ("SegmentationStorage", "segmentation")])
+def test_pixel_data_that_is_no_picture_of_the_patient_is_refused_by_kind(tmp_path, sop_class, kind):
+    path = write_dicom(tmp_path / "obj.dcm", np.arange(4, dtype=np.uint16).reshape(2, 2))
+    ds = pydicom.dcmread(path)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = getattr(pydicom.uid, sop_class)
+    ds.save_as(path, enforce_file_format=True)
+    (problem,) = problems(scan(path))
+    assert kind in problem.reason and "not an image of the patient" in problem.reason
+
+
+# every compressed transfer syntax of pydicom's decoders except the video ones: pdd's dependencies decode them all
+COMPRESSED = ["JPEGBaseline8Bit", "JPEGExtended12Bit", "JPEGLossless", "JPEGLosslessSV1", "JPEGLSLossless",
+              "JPEGLSNearLossless", "JPEG2000Lossless", "JPEG2000", "HTJ2KLossless", "HTJ2KLosslessRPCL", "HTJ2K",
+              "RLELossless"]
+
+
+@pytest.mark.parametrize("syntax", COMPRESSED)
+def test_the_installed_dependencies_decode_every_compressed_transfer_syntax(syntax):
+    from pydicom.pixels import get_decoder
+
+    decoder = get_decoder(getattr(pydicom.uid, syntax))
+    assert decoder.is_available, f"{syntax}: install one of {decoder.missing_dependencies}"
+
+
+def test_a_file_without_its_decoder_names_the_transfer_syntax_and_the_packages(tmp_path):
+    """pydicom's own JPEG-LS test file, read where pylibjpeg is not installed (its import blocked)."""
+    source = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small_jpeg_ls_lossless.dcm"
+    script = (
+        "import sys\n"
+        "for name in ('pylibjpeg', 'libjpeg', 'openjpeg', 'rle', 'jpeg_ls', 'gdcm'): sys.modules[name] = None\n"
+        "from pdd.inference.readers import iter_scan_slices\n"
+        f"(item,) = iter_scan_slices([{str(source)!r}])\n"
+        "print(item.reason)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    reason = result.stdout.strip()
+    assert "JPEG-LS Lossless Image Compression (1.2.840.10008.1.2.4.80)" in reason
+    assert "no decoder installed" in reason and "pylibjpeg-libjpeg" in reason
+
+
+def test_every_grayscale_ct_and_mr_image_pydicom_ships_is_read_and_every_other_file_says_why():
+    """pydicom's own test files (from scanners and toolkits: JPEG Lossless, JPEG-LS, JPEG 2000, RLE, big endian,
+    deflated, enhanced; RT objects, reports), read from its package folder (`get_testdata_files` would go online
+    for the larger ones). `pdd predict` on some of them: tests/engine/test_predict.py."""
+    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    items = scan(folder)
+    read = {item.source for item in items if isinstance(item, ScanSlice)}
+    reasons = {item.source: item.reason for item in problems(items)}
+    files = {path for path in folder.rglob("*") if path.is_file() and not path.name.startswith(".")}
+    assert files == read | reasons.keys() and not read & reasons.keys()
+    expected = set()
+    for path in files:  # what pydicom itself decodes as a grayscale CT or MR image
+        try:
+            ds = pydicom.dcmread(path, force=True)
+            if (ds.get("Modality") in ("CT", "MR") and str(ds.get("PhotometricInterpretation")).startswith("MONO")
+                    and ds.pixel_array.size):
+                expected.add(path)
+        except Exception:  # not DICOM, or no decodable pixels
+            continue
+    assert len(expected) >= 12 and expected <= read, sorted(path.name for path in expected - read)
+    assert {"MR_small_jpeg_ls_lossless.dcm", "MR_small_RLE.dcm", "693_J2KI.dcm"} <= {path.name for path in read}
+    by_name = {path.name: reason for path, reason in reasons.items()}
+    assert "RT Dose Storage" in by_name["rtdose.dcm"] and "not an image of the patient" in by_name["rtdose.dcm"]
+    assert "Segmentation Storage" in by_name["liver_1frame.dcm"]
+    assert "Basic Text SR Storage" in by_name["reportsi.dcm"] and "no pixel data" in by_name["reportsi.dcm"]
+    assert "(Explicit VR Little Endian)" in by_name["MR_truncated.dcm"]  # a decoding failure names the syntax
+    assert "(JPEG Extended (Process 2 and 4))" in by_name["JPEG-lossy.dcm"]
+    assert "not an image, DICOM or NIfTI" in by_name["README.txt"]
 
 
 def test_unsupported_photometric_interpretation_is_a_problem(tmp_path):
@@ -299,14 +406,15 @@ def hot_voxel_volume() -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["vol.nii", "vol.nii.gz"])
-def test_nifti_axial_slices_and_rot90_placement(tmp_path, name):
-    items = scan(write_nifti(tmp_path / name, hot_voxel_volume()))
+def test_nifti_axial_slices_are_shown_as_a_dicom_viewer_shows_them(tmp_path, name):
+    items = scan(write_nifti(tmp_path / name, hot_voxel_volume()))  # identity affine: stored as RAS
     assert [item.slice_index for item in items] == [0, 1, 2]
     assert items[2].name == f"{name}[slice 2]"
     image = pixels(items[2])
-    # slice k=2 is volume[:, :, 2] of shape (4, 5); rot90 gives (5, 4) with voxel (i, j) at row 5-1-j, column i
+    # slice k=2 is volume[:, :, 2] of shape (x=4, y=5), shown as np.flip(s.T) of shape (5, 4): voxel (i, j) at
+    # row 5-1-j (anterior at the top), column 4-1-i (the patient's right on the left): (1, 0) -> row 4, column 2
     assert image.shape == (5, 4) and items[2].image.mode == "L"
-    assert image[4, 1] == 255
+    assert image[4, 2] == 255
     assert np.count_nonzero(image) == 1
     assert not np.any(pixels(items[0])) and not np.any(pixels(items[1]))
 
@@ -314,8 +422,11 @@ def test_nifti_axial_slices_and_rot90_placement(tmp_path, name):
 @pytest.mark.parametrize(
     ("axis", "count", "shape", "hot"),
     [
-        (0, 4, (3, 5), (0, 0)),  # slice i=1 is volume[1] of shape (j=5, k=3): k=2 -> row 3-1-2 = 0, j=0 -> column 0
-        (1, 5, (3, 4), (0, 1)),  # slice j=0 is volume[:, 0] of shape (i=4, k=3): row 3-1-2 = 0, column i = 1
+        # sagittal: slice i=1 is volume[1] of shape (y=5, z=3), shown (3, 5): z=2 -> row 3-1-2 = 0 (superior at
+        # the top), y=0 -> column 5-1-0 = 4 (anterior on the left, posterior on the right)
+        (0, 4, (3, 5), (0, 4)),
+        # coronal: slice j=0 is volume[:, 0] of shape (x=4, z=3), shown (3, 4): row 0, column 4-1-1 = 2
+        (1, 5, (3, 4), (0, 2)),
     ],
 )
 def test_nifti_axis_selects_the_slicing_direction(tmp_path, axis, count, shape, hot):
@@ -327,15 +438,61 @@ def test_nifti_axis_selects_the_slicing_direction(tmp_path, axis, count, shape, 
     assert image[hot] == 255 and np.count_nonzero(image) == 1
 
 
+def test_nifti_stored_las_and_ras_give_the_same_slices(tmp_path):
+    """The same head stored with the x axis running right-to-left (LAS, as many converters write) and
+    left-to-right (RAS): nibabel's canonical orientation makes every slice along every axis identical."""
+    volume = np.random.default_rng(3).normal(40, 30, size=(6, 5, 4)).astype(np.float32)
+    ras = write_nifti(tmp_path / "ras.nii.gz", volume, affine=np.diag([2.0, 2.0, 3.0, 1.0]))
+    las_affine = np.diag([-2.0, 2.0, 3.0, 1.0])
+    las_affine[0, 3] = 2.0 * (volume.shape[0] - 1)  # voxel i of LAS is voxel 5 - i of RAS, at the same place
+    las = write_nifti(tmp_path / "las.nii.gz", volume[::-1].copy(), affine=las_affine)
+    assert nib.aff2axcodes(nib.load(las).affine) == ("L", "A", "S")
+    for axis in (0, 1, 2):
+        from_ras, from_las = scan(ras, axis=axis), scan(las, axis=axis)
+        assert len(from_ras) == len(from_las) == volume.shape[axis]
+        for a, b in zip(from_ras, from_las, strict=True):
+            np.testing.assert_array_equal(pixels(a), pixels(b))
+    assert len({pixels(item).tobytes() for item in scan(ras, axis=0)}) == volume.shape[0]  # the slices differ
+
+
+@pytest.mark.parametrize(("name", "share"), [("big.nii", 8), ("big.nii.gz", 1)])
+def test_nifti_is_read_slice_by_slice_never_whole_as_float64(tmp_path, name, share):
+    """A 48³ int16 volume with scl_slope: read whole in float64 it would take 864 KiB at once. An uncompressed
+    file is memory-mapped (a slice at a time in memory); a gzip one is decompressed once into its stored int16."""
+    import tracemalloc
+
+    volume = np.random.default_rng(4).integers(-1000, 1000, size=(48, 48, 48)).astype(np.int16)
+    path = write_nifti(tmp_path / name, volume, slope=0.5, inter=-10)
+    whole_float64 = volume.size * 8
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in iter_scan_slices([path]))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 48
+    assert peak < whole_float64 / share, f"peak {peak} bytes while reading, whole volume in float64 {whole_float64}"
+
+
 def test_nifti_scl_slope_and_inter_are_applied(tmp_path):
     raw = np.array([0, 5, 15, 30, 60], dtype=np.int16).reshape(5, 1, 1)
     path = write_nifti(tmp_path / "s.nii", raw, slope=2, inter=-10)
     items = scan(path, window=parse_window("50,100"))
-    # values 2*raw - 10 = -10, 0, 20, 50, 110; lower = 0: -10 -> 0; 0 -> 0; 20/100*255 = 51;
-    # 50/100*255 = 127.5 -> 128; 110 -> 255
-    # (shape (5, 1, 1) along axis 2: one slice of shape (1, 5) after rot90, the i axis left to right)
+    # values 2*raw - 10 = -10, 0, 20, 50, 110; C - 0.5 = 49.5, W - 1 = 99: -10 and 0 -> 0;
+    # (20 - 49.5)/99 + 0.5 -> 51.52 -> 52; (50 - 49.5)/99 + 0.5 -> 128.79 -> 129; 110 > 98.5 -> 255.
+    # (shape (5, 1, 1) along axis 2: one slice of shape (1, 5), the x axis right to left)
     (item,) = items
-    np.testing.assert_array_equal(pixels(item), [[0, 0, 51, 128, 255]])
+    np.testing.assert_array_equal(pixels(item), [[255, 129, 52, 0, 0]])
+
+
+def test_nifti_file_window_is_its_display_range(tmp_path):
+    raw = np.array([0, 25, 50, 100, 200], dtype=np.float32).reshape(5, 1, 1)
+    image = nib.Nifti1Image(raw, np.eye(4))
+    image.header["cal_min"], image.header["cal_max"] = 0, 100
+    image.to_filename(str(tmp_path / "cal.nii"))
+    (item,) = scan(tmp_path / "cal.nii")
+    # cal_min..cal_max = 0..100 stretched: 25 -> 63.75 -> 64; 50 -> 127.5 -> 128; 200 -> 255 (x right to left)
+    np.testing.assert_array_equal(pixels(item), [[255, 255, 128, 64, 0]])
 
 
 def test_nifti_without_window_is_stretched_over_the_whole_volume(tmp_path):
@@ -352,8 +509,8 @@ def test_nifti_without_window_is_stretched_over_the_whole_volume(tmp_path):
 def test_nifti_nan_voxels_are_black_and_ignored_by_the_stretch(tmp_path):
     volume = np.array([[[np.nan], [0.0]], [[40.0], [80.0]]])
     (item,) = scan(write_nifti(tmp_path / "nan.nii", volume))
-    # finite range 0..80: 40/80*255 = 127.5 -> 128. rot90 of [[nan, 0], [40, 80]] is [[0, 80], [nan, 40]]
-    np.testing.assert_array_equal(pixels(item), [[0, 255], [0, 128]])
+    # finite range 0..80: 40/80*255 = 127.5 -> 128. np.flip of [[nan, 0], [40, 80]].T is [[80, 0], [40, nan]]
+    np.testing.assert_array_equal(pixels(item), [[255, 0], [128, 0]])
 
 
 def test_2d_nifti_is_one_slice_without_index(tmp_path):
@@ -362,7 +519,8 @@ def test_2d_nifti_is_one_slice_without_index(tmp_path):
     item = only_slice(write_nifti(tmp_path / "p.nii", plane))
     assert item.slice_index is None and item.name == "p.nii"
     image = pixels(item)
-    assert image.shape == (2, 3) and image[1, 2] == 255 and np.count_nonzero(image) == 1  # (i=2, j=0) -> row 1, col 2
+    # (i=2, j=0) -> row 2-1-0 = 1, column 3-1-2 = 0
+    assert image.shape == (2, 3) and image[1, 0] == 255 and np.count_nonzero(image) == 1
 
 
 def test_4d_nifti_with_one_volume_is_read_and_with_several_is_a_problem(tmp_path):
@@ -454,7 +612,7 @@ def test_dicom_without_pixel_data_is_a_problem(tmp_path):
     ds.save_as(path, enforce_file_format=True)
     (problem,) = scan(path)
     assert isinstance(problem, InputProblem)
-    assert "no pixel data" in problem.reason and "CT Image Storage" in problem.reason
+    assert "CT Image Storage file without pixel data" in problem.reason
 
 
 def test_unreadable_nifti_is_a_problem(tmp_path):
@@ -506,18 +664,17 @@ def test_window_presets_are_the_standard_head_ct_windows():
     assert parse_window(" Subdural ") == Window(75, 215)
     assert parse_window("BONE") == Window(600, 2800)
     assert set(WINDOW_PRESETS) >= {"brain", "subdural", "bone"}
-    assert (Window(40, 80).lower, Window(40, 80).upper) == (0, 80)
 
 
-def test_window_center_width_text():
+def test_window_center_width_text_and_the_files_own():
     assert parse_window("40,80") == Window(40.0, 80.0)
     assert parse_window(" -600 , 1500 ") == Window(-600.0, 1500.0)
-    assert parse_window(None) is None
+    assert parse_window("File") is None  # iter_scan_slices' window=None: each file's own
 
 
-@pytest.mark.parametrize("text", ["", "wide", "40", "40,0", "40,-5", "a,b", "40,80,3", "nan,80", "40,inf"])
+@pytest.mark.parametrize("text", ["", "wide", "40", "40,0", "40,0.5", "40,-5", "a,b", "40,80,3", "nan,80", "40,inf"])
 def test_bad_window_text_is_a_config_error_listing_the_choices(text):
-    with pytest.raises(ConfigError, match="brain, subdural, bone"):
+    with pytest.raises(ConfigError, match="brain, subdural, bone, file"):
         parse_window(text)
 
 
