@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from pdd.data.dataset import to_model_input
-from pdd.devices import select_device
 from pdd.data.images import to_canonical
+from pdd.devices import select_device
 from pdd.errors import DataError, PDDError, WeightsError
 from pdd.inference.bundle import MANIFEST, RANDOM_INIT, Bundle, bundle_from_run, read_bundle
 from pdd.inference.readers import InputProblem, ScanSlice, iter_scan_slices
