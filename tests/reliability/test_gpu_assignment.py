@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -38,14 +39,15 @@ def test_concurrent_trainings_get_their_own_gpu_and_a_killed_one_frees_its_gpu(w
         return json.loads((tmp_path / name / "run.json").read_text())["gpu"]
 
     try:
-        first = start("first", AFTER_RECORD)
-        start("second", AFTER_RECORD)
-        gpus = {name: recorded_gpu(name) for name in ("first", "second")}
-        assert [gpus[name]["gpu"] for name in ("first", "second")] == [0, 1], gpus
+        with ThreadPoolExecutor(2) as pool:  # started together: they race for the GPUs
+            paused = dict(zip(("first", "second"), pool.map(start, ("first", "second"), [AFTER_RECORD] * 2)))
+        gpus = {name: recorded_gpu(name) for name in paused}
+        assert sorted(gpu["gpu"] for gpu in gpus.values()) == [0, 1], gpus
         assert all(gpu["assigned_by"] == "lock" and gpu["visible_gpus"] == 2 for gpu in gpus.values()), gpus
-        os.kill(first, signal.SIGKILL)  # a crash: no clean-up runs in it
-        processes.pop("first").wait(timeout=60)
-        start("third", AFTER_CLAIM)  # while the second still holds GPU 1
+        on_gpu0 = next(name for name, gpu in gpus.items() if gpu["gpu"] == 0)
+        os.kill(paused[on_gpu0], signal.SIGKILL)  # a crash: no clean-up runs in it
+        processes.pop(on_gpu0).wait(timeout=60)
+        start("third", AFTER_CLAIM)  # while the other still holds GPU 1
         processes["third"].kill()
         _, stderr = processes.pop("third").communicate(timeout=60)
         assert "computing on GPU 0 of 2, the first one no other pdd process holds" in stderr, stderr[-2000:]
