@@ -1,7 +1,7 @@
 """Run every CPU benchmark of pdd in one process and print one table of ratios measured in this run.
 
     python -m benchmarks [--quick] [--only scan,forward,train,cache,inference,predict,pipeline] [--demo]
-    python -m benchmarks --device cuda [--quick] [--only forward,train,cache]   (benchmarks/device_check.sh)
+    python -m benchmarks --device cuda[:N] [--quick] [--only forward,train,cache]   (benchmarks/device_check.sh)
 
 Writes results/benchmarks/<name>.json per benchmark and results/benchmarks/summary.json (machine,
 settings and every ratio). Times are medians of --repeats runs; the CPU may be shared, so compare
@@ -16,13 +16,16 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
 
 from benchmarks.common import Ratio, Settings, machine
+from pdd.config import load_params
+from pdd.devices import select_device, set_tf32
+from pdd.errors import PDDError
 from pdd.io import atomic_write_json
 
 BENCHMARKS = ("scan", "forward", "train", "cache", "inference", "predict", "pipeline")
 GPU_BENCHMARKS = ("forward", "train", "cache")  # the others time CPU-only paths (C kernel, CLI runs)
+PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def parse_args() -> argparse.Namespace:
@@ -31,17 +34,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the median is reported")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)} "
                                         f"(with --device cuda: of {','.join(GPU_BENCHMARKS)}); default: all")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where models and data live")
+    parser.add_argument("--device", default="cpu", help="where models and data live: cpu, cuda or cuda:N")
     parser.add_argument("--demo", action="store_true", help="also time the snakemake demo end to end (minutes)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args()
-    allowed = GPU_BENCHMARKS if args.device == "cuda" else BENCHMARKS
+    try:
+        args.device = str(select_device(args.device))  # checked against the visible GPUs, made current
+    except PDDError as exc:
+        parser.error(str(exc))
+    allowed = GPU_BENCHMARKS if args.device.startswith("cuda") else BENCHMARKS
     args.only = [name.strip() for name in (args.only or ",".join(allowed)).split(",") if name.strip()]
     unknown = sorted(set(args.only) - set(allowed))
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown} for --device {args.device}; choose from {list(allowed)}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA device")
     return args
 
 
@@ -57,9 +62,10 @@ def format_table(ratios: list[Ratio]) -> str:
 def main() -> None:
     args = parse_args()
     settings = Settings(quick=args.quick, repeats=args.repeats, device=args.device)
+    numerics = set_tf32(load_params(PARAMS_FILE).train.tf32)  # as `pdd train` runs, explicitly
     summary = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                "settings": {"quick": args.quick, "repeats": args.repeats, "image_size": settings.image_size,
-                            "device": args.device},
+                            "device": args.device, "numerics": numerics},
                "method": "medians of --repeats timed runs after a warm-up; ratios compare two measurements of this "
                          "run; FLOPs from torch.utils.flop_counter (matmuls and convolutions; the scan is not counted)",
                "ratios": []}

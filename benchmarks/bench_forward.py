@@ -63,7 +63,7 @@ def run(settings: Settings) -> dict:
         ))
     if settings.on_gpu:
         ratios += _gpu_rows(report, vmamba, wrn50, images, settings)
-    elif "kernel" in available_backends():
+    elif "kernel" in available_backends("cpu"):
         # The same model with the routes materialised and scanned one by one (channel-first, flipped and
         # transposed in memory), at the largest batch.
         with scan_backend("kernel"):
@@ -82,7 +82,7 @@ def _gpu_rows(report: dict, vmamba, wrn50, images: torch.Tensor, settings: Setti
     wrn = report[f"wide_resnet50_2_batch{images.shape[0]}"]
     rows = [Ratio(f"WRN50-2 forward ({settings.image_size}², batch {images.shape[0]})", wrn["images_per_s"],
                   unit="img/s")]
-    for backend in [b for b in available_backends() if b != "kernel"]:
+    for backend in available_backends(settings.device):
         with scan_backend(backend):
             report[f"vmamba_tiny_{backend}"] = measured = measure(vmamba, images, settings.repeats)
         rows.append(Ratio(f"VMamba-Tiny forward, scan backend {backend}", measured["images_per_s"], unit="img/s",

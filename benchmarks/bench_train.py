@@ -24,6 +24,7 @@ from benchmarks.common import (Ratio, Settings, count_flops, median_seconds, min
                                run_isolated, settle)
 from pdd.config import load_params
 from pdd.config.schema import TrainParams
+from pdd.devices import set_tf32
 from pdd.engine.schedule import build_optimizer
 from pdd.models import build_pdd
 
@@ -146,11 +147,19 @@ def _gpu_rows(report: dict, batch: int, size: int, train: TrainParams, settings:
     report["pdd_full_fp32"] = fp32 = measure(fp32_step, batch, settings.repeats)
     report["pdd_full_bf16"] = bf16 = measure(pdd_step("engine", batch, size, train, settings.device, bf16=True),
                                              batch, settings.repeats)
+    set_tf32(not train.tf32)
+    try:
+        report["pdd_full_fp32_other_tf32"] = other = measure(fp32_step, batch, settings.repeats)
+    finally:
+        set_tf32(train.tf32)
+    tf32, ieee = (other, fp32) if not train.tf32 else (fp32, other)
     report["peak_gpu_memory_bytes"] = peak = peak_gpu_memory(fp32_step)  # Adam's state allocated by measure
     return [
         Ratio(f"train step `full` fp32 ({size}², batch {batch})", fp32["images_per_s"], unit="img/s"),
         Ratio(f"train step `full` bf16 autocast ({size}², batch {batch})", bf16["images_per_s"], unit="img/s"),
         Ratio("train step `full`: bf16 autocast vs fp32", bf16["images_per_s"] / fp32["images_per_s"], ">= 1.5"),
+        Ratio("train step `full` fp32: TF32 on vs off (train.tf32)", tf32["images_per_s"] / ieee["images_per_s"],
+              detail=f"{tf32['images_per_s']:.1f} vs {ieee['images_per_s']:.1f} img/s; params: tf32 {train.tf32}"),
         Ratio(f"peak GPU memory, `full` train step (batch {batch})", peak / 2**30, unit="GiB",
               detail="cached features: students + adapters + MPA + Adam"),
     ]

@@ -35,7 +35,7 @@ class Settings:
 
     @property
     def on_gpu(self) -> bool:
-        return self.device == "cuda"
+        return self.device.startswith("cuda")
 
     @property
     def image_size(self) -> int:

@@ -197,9 +197,12 @@ class TrainParams(_Section):
     batch_size: PositiveInt
     eval_every: PositiveInt  # a weights snapshot every N epochs (and at the end): what `pdd evaluate` selects from
     keep_snapshots: Literal["all", "selected"] = "all"  # selected: `pdd evaluate` prunes the unselected ones
-    teacher_cache: TeacherCache = True  # auto: by device (Params.teacher_cache_enabled)
+    teacher_cache: TeacherCache = "auto"  # auto: by device (Params.teacher_cache_enabled)
     cache_fp16: bool | None = None  # None: fp32 under fidelity code (its exact numerics), fp16 under paper
     bf16_autocast: bool = False
+    # float32 matrix products and convolutions on CUDA through TF32 tensor cores (pdd.devices.set_tf32); no
+    # effect on the CPU. False: full float32, the numerics the CPU tests pin down
+    tf32: bool = False
     deterministic: bool = True
     num_workers: NonNegativeInt = 0
 
@@ -219,6 +222,7 @@ class EvalParams(_Section):
     # which AUROC picks best_of_test's epoch: every image's (per_image) or the authors' evaluator, which scores
     # each batch of batch_size by its first image (official_first_image, pdd.engine.selection)
     selection_scorer: Literal["per_image", "official_first_image"] = "per_image"
+    tf32: bool = False  # as train.tf32, for scoring
 
     @model_validator(mode="after")
     def _unique_scorings(self) -> EvalParams:

@@ -32,8 +32,9 @@ CHECKPOINT_FORMAT = 2
 UNREADABLE_ERRORS = (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError)
 
 
-def capture_rng_state() -> dict[str, Any]:
-    """RNG states in types that `torch.load(weights_only=True)` accepts (no numpy arrays)."""
+def capture_rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """RNG states in types that `torch.load(weights_only=True)` accepts (no numpy arrays): Python's, numpy's,
+    torch's, every visible GPU's and which GPU the run computes on (`device`)."""
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
@@ -42,16 +43,40 @@ def capture_rng_state() -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+        if device is not None and device.type == "cuda":
+            state["cuda_device"] = device.index
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
+def restore_rng_state(state: dict[str, Any], device: torch.device | None = None) -> list[str]:
+    """Restore what `capture_rng_state` saved, as far as this machine can; returns what could not be restored.
+
+    A checkpoint may come from a machine with more GPUs, or fewer, or none. Each visible GPU gets the state
+    saved for its index, and the GPU this run computes on (`device`) the state of the GPU it computed on when
+    saved (with one GPU per job, `pdd.devices`, a resumed run may well land on another index). States of GPUs
+    not visible here are left out and named, never an IndexError."""
     random.setstate(state["python"])
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
     np.random.set_state((np_kind, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = list(state.get("cuda", []))
+    if not saved:
+        return []
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    states = dict(enumerate(saved[:visible]))
+    computed_on = state.get("cuda_device")
+    if device is not None and device.type == "cuda" and computed_on is not None and computed_on < len(saved):
+        states[device.index] = saved[computed_on]
+    for index, rng in states.items():
+        torch.cuda.set_rng_state(rng, index)
+    mapped = computed_on if device is not None and device.type == "cuda" else None
+    lost = [index for index in range(len(saved)) if index >= visible and index != mapped]
+    if not lost:
+        return []
+    where = f"{visible} GPU(s) are visible here" if visible else "this process sees no GPU"
+    return [f"the checkpoint holds the CUDA RNG states of {len(saved)} GPU(s), {where}: the states of GPU(s) "
+            f"{', '.join(map(str, lost))} were not restored (pdd's training draws no random numbers on a GPU; "
+            "a model that did would continue from another random stream there)"]
 
 
 # ---- the resumable checkpoint ---------------------------------------------------------------------

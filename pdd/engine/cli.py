@@ -23,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="with --resume: if RUN_DIR was trained under other settings, train it again from scratch "
                             "instead of refusing (what a workflow rerun after a params change wants)")
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_device_argument(train)
     train.set_defaults(func=_train)
 
     evaluate = subparsers.add_parser(
@@ -31,7 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_params_arguments(evaluate)
     evaluate.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory written by `pdd train`")
     evaluate.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_device_argument(evaluate)
     evaluate.set_defaults(func=_evaluate)
+
+
+def _add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: with several GPUs, one no other pdd process holds; CUDA_VISIBLE_DEVICES "
+                             "and torchrun's LOCAL_RANK are obeyed), cpu, cuda or cuda:N (pdd.devices)")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -41,7 +49,8 @@ def _train(args: argparse.Namespace) -> int:
     spec = RunSpec(args.dataset, args.variant, args.fidelity or params.model.fidelity, args.seed)
     params.run_dir(*spec)  # validates the dataset and variant names before anything is built
     result = train_run(params, spec, args.out, params_file=args.params, overrides=args.overrides,
-                       resume=args.resume, restart_if_changed=args.restart_if_changed, progress=args.progress)
+                       resume=args.resume, restart_if_changed=args.restart_if_changed, progress=args.progress,
+                       device=args.device)
     print(f"trained {spec.id}: {result.epochs} epochs, {result.global_step} steps, "
           f"{result.wall_time_s:.1f} s -> {result.run_dir}")
     return 0
@@ -52,7 +61,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from pdd.engine.metrics import METRIC_NAMES
 
     document = evaluate_run(args.run, args.params, profile=args.profile, overrides=args.overrides,
-                            progress=args.progress)
+                            progress=args.progress, device=args.device)
     for scoring, results in document["metrics"].items():
         for selection in ("last", "best_of_test"):
             pooled = results[selection]["pooled"]

@@ -1,7 +1,8 @@
 """Data-parallel training under `torchrun` (one process per GPU, or gloo processes on a CPU).
 
 Without torchrun's environment everything here degrades to a single process, so the training
-loop has one code path. Rank 0 alone writes checkpoints, logs and evaluations; the others wait.
+loop has one code path. Rank 0 alone writes checkpoints, snapshots and logs; the others wait for it.
+Which GPU each process computes on is `pdd.devices.claim_device`'s (one per rank, `LOCAL_RANK`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.distributed as dist
 
 from pdd.errors import PDDError
 
-# evaluation runs on rank 0 while the other ranks wait in a barrier: allow for a slow CPU evaluation
+# rank 0 writes checkpoints and snapshots while the other ranks wait in a barrier: allow for a slow disk
 _PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=2)
 
 
@@ -76,24 +77,17 @@ class DistributedContext:
         return box[0]
 
 
-def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
-    """"auto" picks this process's GPU when there is one, else the CPU."""
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(preference)
+def launch() -> tuple[int, int]:
+    """(world size, local rank) as torchrun sets them; (1, 0) for a plain process."""
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def init_distributed(device_preference: str = "auto") -> DistributedContext:
-    """Join the torchrun process group if launched by torchrun, else return a one-process context."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_preference, local_rank)
+def init_distributed(device: torch.device) -> DistributedContext:
+    """Join the torchrun process group if launched by torchrun, else return a one-process context; `device` is
+    this process's (`pdd.devices.claim_device`, already current)."""
+    world_size, _ = launch()
     if world_size == 1:
         return DistributedContext(device=device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=_PROCESS_GROUP_TIMEOUT)
     return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)

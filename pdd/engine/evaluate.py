@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pdd import devices
 from pdd.config import Params
 from pdd.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from pdd.engine import runs
@@ -187,17 +188,18 @@ def evaluate_run(
     profile: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = True,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Score every snapshot of `run_dir` under the current evaluation settings, select `last` and
     `best_of_test`, and write metrics.json, scores_<s>.csv and maps/<s>.npz (from the final snapshot).
 
     The model, teachers and data are those the run was trained with (its run.json); from the current
     params come only `eval.*`, `train.keep_snapshots` and `paths.*`. Current values of keys that change
-    training are reported when they differ, and not applied.
+    training are reported when they differ, and not applied. `device`: as `pdd.devices.claim_device`.
     """
     directory = RunDir(Path(run_dir))
     started = time.perf_counter()
-    with runs.run_lock(directory):
+    with runs.run_lock(directory), devices.claim_device(device) as assignment:
         record = runs.RunRecord.read(directory)
         current = record.load_params(params_file, profile, list(overrides))
         trained = record.trained_params()
@@ -212,13 +214,15 @@ def evaluate_run(
         })
         run = runs.RunContext(params, record.spec, directory)
         marker = _completed_training(directory, record)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = assignment.device
+        numerics = devices.set_tf32(params.eval.tf32)
         model = run.build_model().to(device)
         # the train fingerprint the run was trained under (what its snapshots carry), whatever this pdd computes
         identity = replace(run.identity(model), train_fingerprint=record.run_identity.train_fingerprint)
         _check_identity(directory, record, identity)
         scorings = [s for s in params.eval.scorings if model.supports_scoring(s)]
-        selection = _SnapshotScorer(run, model, identity, scorings, device, progress).score_all(record.epochs)
+        selection = _SnapshotScorer(run, model, identity, scorings, device, progress).score_all(
+            record.epochs, marker.get("snapshots") or [])
         scored = selection.final
         document = {
             "schema_version": SCHEMA_VERSION,
@@ -238,10 +242,12 @@ def evaluate_run(
                 "created": utc_now(),
                 "fingerprints": {"train": identity.train_fingerprint, "evaluate": run.evaluate_fingerprint()},
                 "snapshots_scored": sorted(selection.per_epoch),
+                "snapshots_missing": selection.missing,
                 "params_not_applied": not_applied,
                 "evaluation": {"eval": params.eval.model_dump(mode="json"),
                                "teacher_features": run.teacher_feature_dtype(device.type),
-                               "teacher_cache": params.teacher_cache_enabled(record.dataset, device.type)},
+                               "teacher_cache": params.teacher_cache_enabled(record.dataset, device.type),
+                               "device": assignment.record(), "numerics": numerics},
                 "weights_source": record.imported,
             },
         }
@@ -293,6 +299,7 @@ class _Selection:
     images: dict[int, dict[str, Any]]  # per epoch: paths, labels, scores per scoring (split order)
     final_epoch: int
     final: ScoredTestSet
+    missing: list[int]  # epochs trained with a snapshot that is gone and was never scored under these settings
 
     def labelled(self, selection_scorer: str, batch_size: int) -> dict[str, dict]:
         """`last`, `best_of_test` (selected by `selection_scorer`) and `best_of_test_by` every scorer, per
@@ -326,14 +333,28 @@ class _SnapshotScorer:
         self.loader = run.evaluation_loader(run.open_split("test"))
         self.cache = run.teacher_cache(model)
 
-    def score_all(self, final_epoch: int) -> _Selection:
-        epochs = self.run.dir.snapshot_epochs()
+    def score_all(self, final_epoch: int, trained_epochs: list[int]) -> _Selection:
+        """Every epoch training wrote a snapshot for (`trained_epochs`, trained.json): scored again, or reused; a
+        snapshot deleted since (`train.keep_snapshots: selected`) counts only if scored under these settings."""
+        present = self.run.dir.snapshot_epochs()
         per_epoch: dict[int, dict[str, dict]] = {}
         images: dict[int, dict[str, Any]] = {}
-        for epoch in (epoch for epoch in epochs if epoch < final_epoch):
-            per_epoch[epoch], images[epoch] = self._reused(epoch) or self._scored(epoch, 0)[::2]
+        missing = []
+        for epoch in sorted(epoch for epoch in {*present, *trained_epochs} if epoch < final_epoch):
+            reused = self._reused(epoch)
+            if reused is None and epoch not in present:
+                missing.append(epoch)
+                continue
+            per_epoch[epoch], images[epoch] = reused or self._scored(epoch, 0)[::2]
         per_epoch[final_epoch], final, images[final_epoch] = self._scored(final_epoch, self.run.params.eval.save_maps)
-        return _Selection(per_epoch, images, final_epoch, final)
+        if missing:
+            log.warning(
+                "the snapshots of epochs %s are gone (train.keep_snapshots: selected deletes the unselected ones "
+                "after an evaluation) and were never scored under these evaluation settings: best_of_test is "
+                "chosen among epochs %s only (metrics.json: provenance.snapshots_missing). To choose among every "
+                "epoch, train the run again into a new directory with train.keep_snapshots: all",
+                ", ".join(map(str, missing)), ", ".join(map(str, sorted(per_epoch))))
+        return _Selection(per_epoch, images, final_epoch, final, missing)
 
     def _reused(self, epoch: int) -> tuple[dict[str, dict], dict[str, Any]] | None:
         path = self.run.dir.epoch_evaluation(epoch)

@@ -89,6 +89,9 @@ class Provenance(_Strict):
     # what this evaluation ran under (absent in files of earlier pdd versions)
     fingerprints: dict[Literal["train", "evaluate"], str] | None = None
     snapshots_scored: list[int] | None = None  # the epochs best_of_test chose from
+    # epochs trained with a snapshot that was deleted (`train.keep_snapshots: selected`) before it was scored
+    # under these settings: best_of_test could not consider them
+    snapshots_missing: list[int] | None = None
     params_not_applied: list[str] | None = None  # current keys that differ from the run's and were not applied
     # the eval.* settings applied and the precision of the teacher features scored: what `pdd export`
     # hands a predictor so that it reproduces these scores
@@ -196,14 +199,14 @@ def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, 
 
 
 def describe_device(device: torch.device, world_size: int = 1) -> str:
-    """E.g. "cpu (2 threads)", "cuda (NVIDIA H200)", "cpu (1 threads) x2" for a 2-process run.
+    """E.g. "cpu (2 threads)", "cuda:1 (NVIDIA H200)", "cpu (1 threads) x2" for a 2-process run.
 
     CPU results are reproducible only at the same thread count (reduction order), so it is recorded."""
     import torch  # here, not at the top: `pdd tables` reads metrics.json through this module without torch
 
     name = f"cpu ({torch.get_num_threads()} threads)"
     if device.type == "cuda":
-        name = f"cuda ({torch.cuda.get_device_name(device)})"
+        name = f"{device} ({torch.cuda.get_device_name(device)})"
     return name if world_size == 1 else f"{name} x{world_size}"
 
 

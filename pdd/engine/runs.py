@@ -81,6 +81,12 @@ class RunRecord:
     created: str = field(default_factory=utc_now)
     # weights trained elsewhere (`pdd weights import-official`): who trained them and each file's sha256
     imported: dict[str, Any] | None = None
+    # the GPU this process computed on and why (`pdd.devices.Assignment.record`; None in earlier records)
+    gpu: dict[str, Any] | None = None
+    # the float32 numerics applied on CUDA (`pdd.devices.set_tf32`) and bf16 autocast (None in earlier records)
+    numerics: dict[str, Any] | None = None
+    # what a resume could not restore on its machine (e.g. the RNG states of GPUs not visible there)
+    resume_notes: list[str] = field(default_factory=list)
 
     @property
     def spec(self) -> RunSpec:
@@ -218,9 +224,12 @@ class RunContext:
         is on (`train.teacher_cache: auto` depends on it), and logged."""
         device_type = next(model.parameters()).device.type
         enabled = self.params.teacher_cache_enabled(self.spec.dataset, device_type)
-        log.info("teacher features of %s on %s: %s (train.teacher_cache, per dataset "
-                 "data.datasets.<name>.teacher_cache)", self.spec.dataset, device_type,
-                 "read from the disk cache" if enabled else "recomputed every batch")
+        own = self.params.dataset(self.spec.dataset).teacher_cache
+        key, value = (("train.teacher_cache", self.params.train.teacher_cache) if own is None
+                      else (f"data.datasets.{self.spec.dataset}.teacher_cache", own))
+        log.info("teacher features of %s on %s: %s (%s: %s%s)", self.spec.dataset, device_type,
+                 "read from the disk cache" if enabled else "recomputed every batch", key, str(value).lower(),
+                 ", which caches on the CPU and recomputes on CUDA" if value == "auto" else "")
         if not enabled:
             return None
         dtype = getattr(torch, self.teacher_feature_dtype(device_type))
@@ -228,7 +237,8 @@ class RunContext:
         return TeacherFeatureCache(root, model.teacher_fingerprint(), self.params.data.image_size, dtype)
 
     def new_record(self, params_file: str | Path, overrides: list[str], identity: RunIdentity, device: str,
-                   teacher_cache: bool | None) -> RunRecord:
+                   teacher_cache: bool | None, **execution: Any) -> RunRecord:
+        """The record of a training (re)start; `execution`: its `gpu`, `numerics` and `resume_notes`."""
         commit, dirty = git_state()
         params = self.params
         return RunRecord(
@@ -237,6 +247,7 @@ class RunContext:
             params=params.model_dump(mode="json"), params_sha256=params.sha256(), identity=asdict(identity),
             image_size=params.data.image_size, epochs=params.train.epochs,
             demo=params.demo_only, git_commit=commit, git_dirty=dirty, device=device, teacher_cache=teacher_cache,
+            **execution,
         )
 
 

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from pdd import devices
 from pdd.config import Params, RunSpec
 from pdd.engine import distributed, runs
 from pdd.engine.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -52,16 +53,20 @@ def train_run(
     resume: bool = False,
     restart_if_changed: bool = False,
     progress: bool = True,
+    device: str = "auto",
 ) -> TrainResult:
     """Train `spec` into `run_dir` (under torchrun: one shard of it per process).
 
     `resume` continues from the resumable checkpoint (starts afresh when there is none, and returns at
     once when the run is already complete); `restart_if_changed` lets a resume discard a run trained under
-    another identity (train fingerprint, teacher weights, split) instead of refusing.
+    another identity (train fingerprint, teacher weights, split) instead of refusing. `device` is `auto` (a
+    GPU of its own when there are several, `pdd.devices`), `cpu`, `cuda` or `cuda:N`.
     """
     directory = RunDir(Path(run_dir))
     with contextlib.ExitStack() as stack:
-        context = distributed.init_distributed()
+        world_size, local_rank = distributed.launch()
+        assignment = stack.enter_context(devices.claim_device(device, local_rank=local_rank, world_size=world_size))
+        context = distributed.init_distributed(assignment.device)
         stack.callback(distributed.shutdown, context)
         error = None
         if context.is_main:  # rank 0 holds the lock; every rank stops if it is taken
@@ -73,21 +78,22 @@ def train_run(
         error = context.broadcast_object(error)
         if error:
             raise PDDError(error)
-        trainer = _Trainer(runs.RunContext(params, spec, directory), context, str(params_file), list(overrides),
-                           progress)
+        trainer = _Trainer(runs.RunContext(params, spec, directory), context, assignment, str(params_file),
+                           list(overrides), progress)
         return trainer.run(resume, restart_if_changed)
 
 
 class _Trainer:
-    def __init__(self, run: runs.RunContext, context: distributed.DistributedContext, params_file: str,
-                 overrides: list[str], progress: bool) -> None:
-        self.run_context, self.context = run, context
+    def __init__(self, run: runs.RunContext, context: distributed.DistributedContext,
+                 assignment: devices.Assignment, params_file: str, overrides: list[str], progress: bool) -> None:
+        self.run_context, self.context, self.assignment = run, context, assignment
         self.spec, self.dir = run.spec, run.dir
         self.params_file, self.overrides = params_file, overrides
         self.progress = progress and context.is_main
         self.train_cfg = run.params.train
 
         runs.seed_everything(self.spec.seed, self.train_cfg.deterministic)
+        self.numerics = devices.set_tf32(self.train_cfg.tf32)
         self.model = run.build_model().to(context.device)
         self.identity = run.identity(self.model)
         self.loss = distributed.wrap_loss(self.model, context)
@@ -107,6 +113,7 @@ class _Trainer:
         self.epoch = 0
         self.global_step = 0
         self.wall_time_s = 0.0
+        self.resume_notes: list[str] = []
 
     # ---- state --------------------------------------------------------------------------------
 
@@ -155,11 +162,21 @@ class _Trainer:
         load_trainable_state(self.model, checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        restore_rng_state(checkpoint["rng"])
+        unrestored = restore_rng_state(checkpoint["rng"], self.context.device)
         self.epoch, self.global_step = checkpoint["epoch"], checkpoint["global_step"]
         self.wall_time_s = checkpoint["wall_time_s"]
         log.info("resuming %s after epoch %d", self.dir.root, self.epoch)
+        self.resume_notes = self._earlier_resume_notes()
+        for note in unrestored:
+            log.warning("resuming on %s: %s", self.context.device, note)
+            self.resume_notes.append(f"resumed after epoch {self.epoch} on {self.context.device}: {note}")
         return False
+
+    def _earlier_resume_notes(self) -> list[str]:
+        """What earlier resumes of this run could not restore (run.json keeps every note)."""
+        with contextlib.suppress(PDDError, OSError, ValueError, TypeError):
+            return list(runs.RunRecord.read(self.dir).resume_notes)
+        return []
 
     def _snapshot_due(self) -> bool:
         return self.epoch % self.train_cfg.eval_every == 0 or self.epoch == self.train_cfg.epochs
@@ -176,7 +193,7 @@ class _Trainer:
                 "model": trainable_state(self.model),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "rng": capture_rng_state(),
+                "rng": capture_rng_state(self.context.device),
                 "global_step": self.global_step,
                 "wall_time_s": self.wall_time_s,
             }, self.epoch)
@@ -202,7 +219,9 @@ class _Trainer:
             self.dir.trained_marker.unlink(missing_ok=True)
             self.run_context.new_record(self.params_file, self.overrides, self.identity,
                                         describe_device(self.context.device, self.context.world_size),
-                                        teacher_cache=self.cache is not None).write(self.dir)
+                                        teacher_cache=self.cache is not None, gpu=self.assignment.record(),
+                                        numerics={**self.numerics, "bf16_autocast": self.train_cfg.bf16_autocast},
+                                        resume_notes=self.resume_notes).write(self.dir)
         live = self._open_live() if self.context.is_main else None
         steps_per_epoch = len(self.loader)
         bar = tqdm(total=self.train_cfg.epochs * steps_per_epoch, initial=self.epoch * steps_per_epoch,

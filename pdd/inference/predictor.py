@@ -31,6 +31,7 @@ from PIL import Image
 
 from pdd.data.dataset import to_model_input
 from pdd.data.images import to_canonical
+from pdd.devices import select_device
 from pdd.errors import DataError, PDDError, WeightsError
 from pdd.inference.bundle import MANIFEST, RANDOM_INIT, Bundle, read_bundle
 from pdd.inference.readers import FILE_WINDOW, InputProblem, ScanSlice, Window, iter_scan_slices, parse_window
@@ -55,13 +56,8 @@ class Prediction:
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """`auto` (or None): CUDA when available, else CPU."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PDDError(f"--device {name}: no CUDA device is available here; use --device cpu")
-    return device
+    """`auto` (or None): the current GPU when there is one, else the CPU; `cuda:N` checked and made current."""
+    return select_device(name)
 
 
 def build_bundle_model(bundle: Bundle, device: torch.device,

@@ -71,16 +71,21 @@ def selective_scan(
     return y.to(out_dtype)
 
 
-def available_backends() -> list[str]:
-    """The backends that work in this process (for logs and the benchmark)."""
+def available_backends(device: str | torch.device = "cpu") -> list[str]:
+    """The backends that work for tensors on `device` in this process (for logs and the benchmarks).
+
+    `kernel` is CPU only; `cuda` (mamba-ssm) and `triton` are CUDA only. Triton's interpreter is not listed
+    for the CPU: it is for testing the kernel, ~1000x too slow for a model."""
+    on_cuda = torch.device(device).type == "cuda"
     names = ["torch"]
-    if cpu_kernel.load_kernel() is not None:
+    if not on_cuda and cpu_kernel.load_kernel() is not None:
         names.append("kernel")
-    if _mamba_scan_fn() is not None and torch.cuda.is_available():
-        names.append("cuda")
-    # Not under Triton's interpreter on the CPU: it is for testing the kernel, ~1000x too slow for a model.
-    if torch.cuda.is_available() and _triton_scan_module() is not None:
-        names.append("triton")
+    if on_cuda and torch.cuda.is_available():
+        if _mamba_scan_fn() is not None:
+            names.append("cuda")
+        triton_scan = _triton_scan_module()
+        if triton_scan is not None and not triton_scan.interpreting():
+            names.append("triton")
     return names
 
 

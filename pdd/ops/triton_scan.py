@@ -29,6 +29,8 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
+from pdd.devices import launch_device
+
 ROUTES = 4
 BLOCK_D = 32  # channels per program: (32, 16) states fill 4 warps with 4 registers a thread
 
@@ -84,14 +86,15 @@ def _launch(u, dt, A, B, C, D, z, delta_bias, y, *, dtype, softplus, height=None
     optional = [t.to(dtype).contiguous() if t is not None else None for t in (D, delta_bias)]
     D, delta_bias = (t if t is not None else A for t in optional)  # a placeholder is never read: HAS_* is off
     grid = (batch, groups, triton.cdiv(per_group, BLOCK_D))
-    _scan_kernel[grid](
-        u, dt, A, B, C, D, z if z is not None else y, delta_bias, y,
-        *u.stride(), *dt.stride(), *B.stride(), *C.stride(), *(z if z is not None else y).stride(), *y.stride(),
-        per_group, n_state, length, height or 1, width or length,
-        HAS_D=optional[0] is not None, HAS_Z=z is not None, HAS_BIAS=optional[1] is not None,
-        SOFTPLUS=softplus, ROUTED=height is not None,
-        BLOCK_D=BLOCK_D, BLOCK_N=triton.next_power_of_2(n_state),
-    )
+    with launch_device(y):  # Triton launches on the current GPU, which need not be the tensors' one
+        _scan_kernel[grid](
+            u, dt, A, B, C, D, z if z is not None else y, delta_bias, y,
+            *u.stride(), *dt.stride(), *B.stride(), *C.stride(), *(z if z is not None else y).stride(),
+            *y.stride(), per_group, n_state, length, height or 1, width or length,
+            HAS_D=optional[0] is not None, HAS_Z=z is not None, HAS_BIAS=optional[1] is not None,
+            SOFTPLUS=softplus, ROUTED=height is not None,
+            BLOCK_D=BLOCK_D, BLOCK_N=triton.next_power_of_2(n_state),
+        )
 
 
 def _compute_dtype(u: torch.Tensor) -> torch.dtype:

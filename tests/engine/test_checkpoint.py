@@ -111,3 +111,46 @@ def test_a_damaged_or_foreign_snapshot_is_a_clear_error(tmp_path, content):
         path.write_bytes(content)
     with pytest.raises(PDDError, match="snapshot|not a pdd weights snapshot"):
         load_snapshot(path)
+
+
+class FakeGPUs:
+    """`count` visible GPUs for the CUDA RNG calls: a state set on an index beyond them raises IndexError,
+    as torch's `default_generators[index]` does."""
+
+    def __init__(self, monkeypatch, count: int, states: list[torch.Tensor] | None = None) -> None:
+        self.count, self.set = count, {}
+        self.states = states or [torch.full((16,), index, dtype=torch.uint8) for index in range(count)]
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(self.states))
+        for module in (torch.cuda, torch.cuda.random):  # set_rng_state_all calls the module's own name
+            monkeypatch.setattr(module, "set_rng_state", self.set_rng_state)
+
+    def set_rng_state(self, state: torch.Tensor, device: int | str = "cuda") -> None:
+        index = device if isinstance(device, int) else torch.device(device).index or 0
+        if index >= self.count:
+            raise IndexError("tuple index out of range")
+        self.set[index] = state
+
+
+def test_resuming_with_fewer_gpus_restores_what_it_can_and_names_the_rest(monkeypatch):
+    saved = FakeGPUs(monkeypatch, 4)
+    state = capture_rng_state(torch.device("cuda", 3))  # the run computed on GPU 3 of 4
+    expected = _draws()
+    resumed = FakeGPUs(monkeypatch, 2)
+    notes = restore_rng_state(state, torch.device("cuda", 0))  # resumed on GPU 0 of 2
+    assert _draws() == expected  # the CPU streams continue exactly
+    # GPU 1 keeps its own index's state; the run's GPU (now 0) gets the state of the GPU it computed on
+    assert {index: int(rng[0]) for index, rng in resumed.set.items()} == {0: 3, 1: 1}
+    assert notes == [f"the checkpoint holds the CUDA RNG states of 4 GPU(s), 2 GPU(s) are visible here: the states "
+                     "of GPU(s) 2 were not restored (pdd's training draws no random numbers on a GPU; a model that "
+                     "did would continue from another random stream there)"]
+    assert saved.set == {}
+
+
+def test_a_gpu_checkpoint_resumes_on_a_cpu_only_machine(monkeypatch):
+    FakeGPUs(monkeypatch, 2)
+    state = capture_rng_state(torch.device("cuda", 1))
+    FakeGPUs(monkeypatch, 0)
+    notes = restore_rng_state(state, torch.device("cpu"))
+    assert len(notes) == 1 and "GPU(s) 0, 1 were not restored" in notes[0] and "sees no GPU" in notes[0]

@@ -1,8 +1,10 @@
 """On a GPU (`pytest -m gpu`; skipped without CUDA): the `full` step, bf16 autocast, `pdd evaluate` and torchrun.
 
-Comparisons with the CPU run with TF32 off (`torch.backends` flags in-process, ``NVIDIA_TF32_OVERRIDE=0`` in
-subprocesses): TF32 convolutions round to 10 mantissa bits, which would blur what these tests look for, a
-wrong result on the GPU path (scan backend, devices of cached features, the teacher-cache policy).
+Comparisons with the CPU run under the engine's own numerics: `train.tf32` / `eval.tf32` of params.yaml (false:
+full float32), applied by `pdd.devices.set_tf32` in-process as `pdd train` and `pdd evaluate` apply it in their
+subprocesses. TF32 would round products to 10 mantissa bits, which would blur what these tests look for, a wrong
+result on the GPU path (scan backend, devices of cached features, the teacher-cache policy); with `tf32: true`
+in params.yaml these bounds no longer describe the run.
 """
 
 from __future__ import annotations
@@ -16,20 +18,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from pdd.config import load_params
+from pdd.devices import set_tf32
 from pdd.models import build_pdd
+from tests.engine.conftest import REPO_ROOT
 from tests.ops.test_selective_scan import relative_error
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": ""}
-NO_TF32 = {"NVIDIA_TF32_OVERRIDE": "0"}
 
 
 @pytest.fixture
-def no_tf32():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+def engine_numerics():
+    """The float32 numerics `pdd train` applies (params.yaml's train.tf32), for this process's GPU steps."""
+    yield set_tf32(load_params(REPO_ROOT / "params.yaml").train.tf32)
 
 
 def training_step(model, images: torch.Tensor, bf16: bool = False):
@@ -57,7 +59,7 @@ def models_and_images():
     return cpu_model, copy.deepcopy(cpu_model).cuda(), images
 
 
-def test_full_training_step_on_cuda_matches_the_cpu(models_and_images, no_tf32):
+def test_full_training_step_on_cuda_matches_the_cpu(models_and_images, engine_numerics):
     cpu_model, gpu_model, images = models_and_images
     cpu_features, cpu_loss, cpu_gradients = training_step(cpu_model, images)
     gpu_features, gpu_loss, gpu_gradients = training_step(gpu_model, images.cuda())
@@ -68,7 +70,7 @@ def test_full_training_step_on_cuda_matches_the_cpu(models_and_images, no_tf32):
     assert gradient_error(gpu_gradients, cpu_gradients) <= 1e-3
 
 
-def test_bf16_autocast_step_keeps_the_teachers_in_float32_and_stays_near_fp32(models_and_images):
+def test_bf16_autocast_step_keeps_the_teachers_in_float32_and_stays_near_fp32(models_and_images, engine_numerics):
     _, gpu_model, images = models_and_images
     features, fp32_loss, fp32_gradients = training_step(gpu_model, images.cuda())
     bf16_features, bf16_loss, bf16_gradients = training_step(gpu_model, images.cuda(), bf16=True)
@@ -92,11 +94,13 @@ def test_pdd_evaluate_on_cuda_matches_the_cpu(engine_workspace, tmp_path):
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert json.loads((run_dir / "run.json").read_text())["teacher_cache"] is True
     by_device = {}
-    for device, env in (("cpu", CPU_ONLY), ("cuda", NO_TF32)):
+    for device, env in (("cpu", CPU_ONLY), ("cuda", {})):
         evaluated, _ = engine_workspace.run(*engine_workspace.evaluate_args(run_dir), env=env)
         assert evaluated.returncode == 0, evaluated.stderr[-3000:]
         evaluation = json.loads((run_dir / "metrics.json").read_text())["provenance"]["evaluation"]
         assert evaluation["teacher_cache"] is (device == "cpu")
+        assert evaluation["device"]["device"].startswith(device)
+        assert evaluation["numerics"]["tf32"] is load_params(REPO_ROOT / "params.yaml").eval.tf32
         by_device[device] = {scoring: scores(run_dir / f"scores_{scoring}.csv") for scoring in ("ts", "ss")}
     for scoring, expected in by_device["cpu"].items():
         got = by_device["cuda"][scoring]
@@ -114,7 +118,8 @@ def test_one_gpu_torchrun_trains_with_bf16_and_recomputed_teachers(engine_worksp
     trained, _ = engine_workspace.run(*engine_workspace.train_args(run_dir, *extra), launcher=torchrun)
     assert trained.returncode == 0, trained.stderr[-3000:]
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["device"].startswith("cuda (") and record["teacher_cache"] is False
+    assert record["device"].startswith("cuda:") and record["teacher_cache"] is False
+    assert record["gpu"]["device"] == record["device"].split()[0] and record["numerics"]["bf16_autocast"] is True
     assert "recomputed every batch" in trained.stderr
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.pt"))
     marker = json.loads((run_dir / "trained.json").read_text())

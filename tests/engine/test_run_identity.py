@@ -86,6 +86,19 @@ def test_keep_snapshots_selected_prunes_what_no_selection_chose(baseline_run, en
     assert (baseline_run["run_dir"] / "snapshots" / "epoch_001.safetensors").is_file(), "the original keeps its own"
 
 
+def test_an_evaluation_edit_after_pruning_names_the_snapshots_it_could_not_score(baseline_run, tmp_path, caplog):
+    """`keep_snapshots: selected` deleted epoch 1's snapshot: an `eval.*` edit says epoch 1 is gone instead of
+    selecting among the others silently (under unchanged settings epoch 1's scores would be reused)."""
+    from pdd.engine import evaluate_run
+
+    run_dir = _copy_run(baseline_run["run_dir"], tmp_path / "run")
+    (run_dir / "snapshots" / "epoch_001.safetensors").unlink()  # what pruning leaves when epoch 2 is chosen
+    edited = evaluate_run(run_dir, overrides=["eval.sigma=3.0"], progress=False)["provenance"]
+    assert (edited["snapshots_scored"], edited["snapshots_missing"]) == ([2], [1])
+    assert "the snapshots of epochs 1 are gone" in caplog.text and "chosen among epochs 2 only" in caplog.text
+    assert read_metrics(run_dir / "metrics.json")["provenance"]["snapshots_missing"] == [1]
+
+
 def test_a_training_edit_after_training_is_named_and_not_applied(baseline_run, engine_workspace, tmp_path):
     run_dir = _copy_run(baseline_run["run_dir"], tmp_path / "run")
     evaluated, _ = engine_workspace.run(*engine_workspace.evaluate_args(run_dir), "--set", "teachers.init_seed=1")

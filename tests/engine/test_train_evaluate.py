@@ -9,6 +9,7 @@ import logging
 import filelock
 import numpy as np
 import pytest
+import torch
 
 from pdd.config import RunSpec
 from pdd.engine.checkpoint import load_checkpoint
@@ -119,3 +120,27 @@ def test_a_non_finite_loss_stops_naming_epoch_and_step(engine_workspace, tmp_pat
     with pytest.raises(PDDError, match=r"non-finite \(nan\) at epoch 2, step 1"):
         train_run(params, SPEC, run_dir, progress=False)
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def test_bf16_autocast_runs_the_student_side_in_bfloat16_on_the_cpu(engine_workspace, tmp_path, monkeypatch):
+    """The engine's autocast path runs in every test run, not only on a GPU (CPU autocast supports bfloat16):
+    the loss is computed under autocast from float32 teacher features, and the run records it."""
+    from pdd.models.torch_model import PDDModel
+
+    real_loss = PDDModel.loss_from_features
+    seen = []
+
+    def observed_loss(self, features):
+        terms = real_loss(self, features)
+        seen.append((torch.is_autocast_enabled("cpu"), {f.dtype for f in features.values()}, terms["total"].dtype))
+        return terms
+
+    monkeypatch.setattr(PDDModel, "loss_from_features", observed_loss)
+    # one step of 8 images at 32²: bfloat16 convolutions are slow on a CPU
+    params = engine_workspace.params("train.bf16_autocast=true", "train.epochs=1", "train.batch_size=8",
+                                     "data.image_size=32", f"paths.cache={tmp_path / 'cache'}")
+    train_run(params, SPEC, tmp_path / "bf16", params_file=engine_workspace.params_file, progress=False)
+    assert seen == [(True, {torch.float32}, torch.float32)]  # autocast on; teachers and the summed loss float32
+    record = json.loads((tmp_path / "bf16" / "run.json").read_text())
+    assert record["numerics"] == {"tf32": False, "matmul": "ieee", "convolution": "ieee", "bf16_autocast": True}
+    assert all(np.isfinite(value) for _, value in _losses(tmp_path / "bf16")["total"])

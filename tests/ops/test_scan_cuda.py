@@ -1,7 +1,9 @@
 """On a GPU: every scan backend against the float64 step-by-step references (`pytest -m gpu`; skipped without CUDA).
 
 The compiled kernel's exp is the GPU's approximate one (a few ulp), so the bound is 1e-4 here, where the
-interpreter's run of the same kernel (tests/ops/test_triton_scan.py) meets 1e-5.
+interpreter's run of the same kernel (tests/ops/test_triton_scan.py) meets 1e-5. The float32 numerics are the
+engine's own (params.yaml's `train.tf32`, applied as `pdd train` applies it): the `torch` backend's products
+would round to TF32 otherwise.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ import pytest
 import torch
 
 from pdd.ops import available_backends, cross_scan_2d, selective_scan
+from tests.engine.test_cuda import engine_numerics  # noqa: F401  (a fixture)
 from tests.ops.test_cross_scan import make_inputs as make_grid_inputs
 from tests.ops.test_cross_scan import step_by_step_reference as cross_scan_reference
 from tests.ops.test_selective_scan import make_inputs, relative_error, sequential_reference
 from tests.ops.test_triton_scan import VMAMBA_TINY_STAGES
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-GPU_BACKENDS = [b for b in ("torch", "triton", "cuda") if b == "torch" or b in available_backends()]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+              pytest.mark.usefixtures("engine_numerics")]
+GPU_BACKENDS = [b for b in ("torch", "triton", "cuda") if b == "torch" or b in available_backends("cuda")]
 MAX_RELATIVE_ERROR = 1e-4
 
 

@@ -1,7 +1,8 @@
 """The ``triton`` backend against the float64 step-by-step references of tests/ops.
 
 The kernel runs on CPU tensors in Triton's interpreter (tests/conftest.py sets ``TRITON_INTERPRET=1``
-before triton is imported, on machines without CUDA; with CUDA, tests/gpu checks the compiled kernel).
+before triton is imported, on machines without CUDA; with CUDA, tests/ops/test_scan_cuda.py checks the compiled
+kernel).
 The numbers always come from the real kernel; only the device checks of the backend choice are mocked.
 """
 
@@ -34,7 +35,7 @@ def triton_scan():
     from pdd.ops import triton_scan
 
     if not triton_scan.interpreting():
-        pytest.skip("the kernel is compiled for CUDA here: tests/gpu checks it on the GPU")
+        pytest.skip("the kernel is compiled for CUDA here: tests/ops/test_scan_cuda.py checks it on the GPU")
     return triton_scan
 
 
@@ -84,11 +85,27 @@ def test_is_forward_only(triton_scan):
         cross_scan_2d(**grid, backend="triton")
 
 
-def test_listed_with_cuda_only(triton_scan, monkeypatch):
-    """Not under the interpreter: benchmarks and model tests run every listed backend, far too slow there."""
-    assert "triton" not in available_backends()
+def test_listed_for_cuda_devices_only(triton_scan, monkeypatch):
+    """Listed for a device (`python -m benchmarks` on the CPU of a GPU machine must not get it: it refuses CPU
+    tensors), and never for the interpreter: benchmarks and model tests run every listed backend, far too slow."""
+    assert "triton" not in available_backends("cuda")  # no GPU here; and the interpreter's kernel is not listed
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert "triton" in available_backends()
+    assert "triton" not in available_backends("cuda")  # the interpreter's
+    monkeypatch.setattr(triton_scan, "interpreting", lambda: False)  # a kernel compiled for CUDA
+    assert "triton" in available_backends("cuda") and "triton" in available_backends("cuda:1")
+    assert "triton" not in available_backends("cpu") and "kernel" not in available_backends("cuda")
+
+
+def test_kernel_launches_under_the_tensors_device(triton_scan, monkeypatch):
+    """Triton launches on the *current* GPU: the launch is wrapped in a guard for the output's device."""
+    guarded = []
+    real = triton_scan.launch_device
+    monkeypatch.setattr(triton_scan, "launch_device", lambda tensor: guarded.append(tensor.device) or real(tensor))
+    inputs = make_inputs(length=8)
+    with torch.no_grad():
+        selective_scan(**inputs, backend="triton")
+        cross_scan_2d(**make_grid_inputs(), backend="triton")
+    assert guarded == [inputs["u"].device] * 2
 
 
 @pytest.fixture

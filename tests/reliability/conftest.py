@@ -23,10 +23,16 @@ BIN = Path(sys.executable).parent
 THREADS = 2
 
 
-def pdd_env(faults: list[dict] | None = None, marker: Path | None = None) -> dict[str, str]:
-    """The environment of a subprocess, with `faults` armed (see faults/sitecustomize.py)."""
+def pdd_env(faults: list[dict] | None = None, marker: Path | None = None,
+            variables: dict[str, str | None] | None = None) -> dict[str, str]:
+    """The environment of a subprocess, with `faults` armed (see faults/sitecustomize.py) and `variables` set
+    (None: removed)."""
     # CPU results are bitwise reproducible only at one thread count; Snakemake jobs get theirs from --set-threads
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": str(THREADS)}
+    for name, value in (variables or {}).items():
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
     if faults:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(FAULTS_DIR), env.get("PYTHONPATH")]))
         env["PDD_TEST_FAULTS"] = json.dumps(faults)
@@ -51,12 +57,13 @@ class Processes:
 
     @staticmethod
     def start_paused(command: list[str], fault: dict, marker: Path, cwd: Path = REPO_ROOT,
-                     timeout: float = 600) -> tuple[subprocess.Popen, int]:
+                     timeout: float = 600, variables: dict[str, str | None] | None = None,
+                     ) -> tuple[subprocess.Popen, int]:
         """Start `command` and wait until a process in it pauses at `fault`; returns it and the paused pid.
 
         The paused process may be a child of `command` (a Snakemake job)."""
         marker.unlink(missing_ok=True)
-        process = subprocess.Popen(command, cwd=cwd, env=pdd_env([{**fault, "do": "pause"}], marker),
+        process = subprocess.Popen(command, cwd=cwd, env=pdd_env([{**fault, "do": "pause"}], marker, variables),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + timeout
         while not marker.exists():

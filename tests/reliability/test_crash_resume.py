@@ -59,6 +59,7 @@ def test_killed_and_disk_full_runs_resume_to_the_same_metrics(workspace, baselin
     assert killed.returncode == -9
     assert _epoch(run_dir) == 1
     _assert_final_names_are_whole(run_dir)
+    _as_if_saved_on_two_gpus(run_dir / "checkpoints" / "last.pt")
     unfinished = procs.run_pdd(*workspace.evaluate_args(run_dir))
     assert unfinished.returncode == 2 and "finished 1 of 2 epochs" in unfinished.stderr, unfinished.stderr[-3000:]
     not_resumed = procs.run_pdd(*workspace.train_args(run_dir))
@@ -87,11 +88,25 @@ def test_killed_and_disk_full_runs_resume_to_the_same_metrics(workspace, baselin
 
     assert read_metrics(run_dir / "metrics.json")["metrics"] == read_metrics(baseline_run / "metrics.json")["metrics"]
     assert _losses(run_dir) == _losses(baseline_run)
+    # each of the three resumes on this GPU-less machine said what it could not restore, and run.json keeps all
+    assert "GPU(s) 0, 1 were not restored" in finished.stderr
+    notes = json.loads((run_dir / "run.json").read_text())["resume_notes"]
+    assert len(notes) == 3 and all(note.startswith("resumed after epoch 1 on cpu: ") and
+                                   "GPU(s) 0, 1 were not restored" in note for note in notes), notes
     for epoch in (1, 2):
         resumed, uninterrupted = (load_snapshot(d / "snapshots" / f"epoch_{epoch:03d}.safetensors")[0]
                                   for d in (run_dir, baseline_run))
         assert resumed.keys() == uninterrupted.keys()
         assert all(torch.equal(resumed[key], uninterrupted[key]) for key in uninterrupted), f"epoch {epoch}"
+
+
+def _as_if_saved_on_two_gpus(checkpoint: Path) -> None:
+    """The checkpoint a machine with 2 GPUs would have written, training on its GPU 1 (the CUDA RNG states are
+    opaque byte tensors; no GPU here ever reads them)."""
+    state = torch.load(checkpoint, weights_only=True)
+    state["rng"]["cuda"] = [torch.full((16,), index, dtype=torch.uint8) for index in range(2)]
+    state["rng"]["cuda_device"] = 1
+    torch.save(state, checkpoint)
 
 
 def test_disk_full_while_writing_metrics_keeps_the_previous_file(workspace, baseline_run, procs):

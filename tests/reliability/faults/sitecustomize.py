@@ -11,6 +11,11 @@ renamed), so the code under test runs unmodified. Each fault is a dict:
   can kill -9 the process exactly there; ``"enospc"`` makes that event and every later matching one
   fail with ENOSPC, as a disk that stays full would; ``"exit"`` ends the process there at once with
   ``code`` (``os._exit``: no cleanup, no finally blocks, as a killed job).
+
+``$PDD_TEST_MOCK_GPUS=N`` pretends N GPUs are visible, for the choice of a GPU only: `torch.cuda.device_count()`
+answers N, and `pdd.devices.cuda_device` (the torch device of GPU index i) answers the CPU, so the process picks
+and records a GPU index as on a machine with N GPUs (locks included) and then computes on the CPU. Nothing else
+of CUDA is mocked (`torch.cuda.is_available()` stays False).
 """
 
 from __future__ import annotations
@@ -64,3 +69,11 @@ def _hook(event: str, args: tuple) -> None:
 
 if _FAULTS:
     sys.addaudithook(_hook)
+
+if os.environ.get("PDD_TEST_MOCK_GPUS"):
+    import torch
+
+    import pdd.devices
+
+    torch.cuda.device_count = lambda: int(os.environ["PDD_TEST_MOCK_GPUS"])
+    pdd.devices.cuda_device = lambda index: torch.device("cpu")
