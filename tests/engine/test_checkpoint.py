@@ -142,7 +142,7 @@ def test_resuming_with_fewer_gpus_restores_what_it_can_and_names_the_rest(monkey
     assert _draws() == expected  # the CPU streams continue exactly
     # GPU 1 keeps its own index's state; the run's GPU (now 0) gets the state of the GPU it computed on
     assert {index: int(rng[0]) for index, rng in resumed.set.items()} == {0: 3, 1: 1}
-    assert notes == [f"the checkpoint holds the CUDA RNG states of 4 GPU(s), 2 GPU(s) are visible here: the states "
+    assert notes == ["the checkpoint holds the CUDA RNG states of 4 GPU(s), 2 GPU(s) are visible here: the states "
                      "of GPU(s) 2 were not restored (pdd's training draws no random numbers on a GPU; a model that "
                      "did would continue from another random stream there)"]
     assert saved.set == {}
