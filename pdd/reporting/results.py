@@ -79,6 +79,21 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Query:
+    """What a measured number is: one arm (dataset, variant, fidelity, scoring, selection), a metric, the images
+    (`classes`: () pooled, (c,) one class, several: the mean over those classes) and the seeds averaged."""
+
+    dataset: str
+    variant: str
+    fidelity: str
+    scoring: str
+    selection: str
+    metric: str
+    classes: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
 class Measured:
     """A reproduced number (fraction in [0, 1]) aggregated over seeds, with where it came from."""
 
@@ -87,6 +102,7 @@ class Measured:
     n_seeds: int
     sources: tuple[Source, ...]
     demo: bool
+    query: Query | None = None
 
 
 def metric_key(scoring: str, selection: str, metric: str, cls: str | None = None) -> tuple[str, ...]:

@@ -28,13 +28,15 @@ from dataclasses import dataclass
 from typing import Any, Hashable, Literal, Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
-from pdd.reporting.resampling import AUROC, SortedCurve, counts_of, curve_metrics
+from pdd.reporting.resampling import AUROC, SortedCurves, counts_of, curve_metrics
 
 BootstrapMethod = Literal["BCa", "percentile", "basic"]
-# elements (resamples x images) per statistic call: the arrays of one call stay in the CPU's cache
-BATCH_ELEMENTS = 2**18
+# elements (resamples x images) of the counts of one statistic call, and (resamples x curves x images) of the
+# arrays of one stack of curves inside it: small enough for the CPU's caches, large enough to vectorise
+BATCH_ELEMENTS = 2**22
+STACK_ELEMENTS = 2**21
 
 
 @dataclass(frozen=True)
@@ -148,24 +150,35 @@ class BootstrapResult:
 
 
 class _Statistic:
-    """scipy's vectorised statistic: resampled image positions of every stratum -> every quantity."""
+    """scipy's vectorised statistic: resampled image positions of every stratum -> every quantity.
 
-    def __init__(self, test_set: TestSet, curves: dict[Hashable, SortedCurve], quantities: Sequence[Any]):
-        self.n_images, self.curves, self.quantities = test_set.labels.size, curves, list(quantities)
-        self.needed: dict[Hashable, set[str]] = {}
+    The curves a quantity needs are stacked by the images they cover (all, or one class) and the metrics read
+    from them, so that one numpy call computes a metric for many curves at once."""
+
+    def __init__(self, bootstrap: TestSetBootstrap, quantities: Sequence[Any]):
+        self.n_images, self.quantities = bootstrap.test_set.labels.size, list(quantities)
+        needed: dict[Hashable, set[str]] = {}
         for quantity in self.quantities:
-            _needed(quantity, self.needed)
+            _needed(quantity, needed)
+        groups: dict[tuple[str | None, tuple[str, ...]], list[Hashable]] = {}
+        for curve, metrics in needed.items():
+            groups.setdefault((bootstrap.scopes[curve], tuple(sorted(metrics))), []).append(curve)
+        self.stacks = [(keys, metrics, bootstrap.stack(keys)) for (_, metrics), keys in groups.items()]
 
     def __call__(self, *indices: np.ndarray, axis: int = -1) -> np.ndarray:
         lead = np.broadcast_shapes(*(index.shape[:-1] for index in indices))
         flat = [np.broadcast_to(index, (*lead, index.shape[-1])).reshape(-1, index.shape[-1]).astype(np.int64)
                 for index in indices]
         counts = counts_of(flat, self.n_images)
-        values = {}
-        for curve, metrics in self.needed.items():
-            ordered = tuple(sorted(metrics))
-            for metric, value in curve_metrics(self.curves[curve], counts, ordered).items():
-                values[(curve, metric)] = value
+        values: dict[tuple[Hashable, str], np.ndarray] = {}
+        for keys, metrics, curves in self.stacks:
+            step = len(keys) if metrics == (AUROC,) and curves.auroc_by_product else max(
+                1, STACK_ELEMENTS // (counts.shape[0] * (curves.normal.shape[1] + curves.anomalous.shape[1])))
+            for start in range(0, len(keys), step):
+                chunk = curve_metrics(curves.rows(start, start + step), counts, metrics)
+                for offset, key in enumerate(keys[start:start + step]):
+                    for metric in metrics:
+                        values[(key, metric)] = chunk[metric][offset]
         result = np.stack([_evaluate(quantity, values) for quantity in self.quantities])
         return result.reshape(len(self.quantities), *lead)
 
@@ -175,18 +188,25 @@ class TestSetBootstrap:
 
     def __init__(self, test_set: TestSet, settings: UncertaintySettings):
         self.test_set, self.settings = test_set, settings
-        self.curves: dict[Hashable, SortedCurve] = {}
+        self.scores: dict[Hashable, np.ndarray] = {}
+        self.scopes: dict[Hashable, str | None] = {}
 
     def add_curve(self, key: Hashable, scores: np.ndarray, cls: str | None = None) -> None:
         """Scores of every test image (split order); `cls` restricts the curve to one class's images."""
-        columns = self.test_set.columns(cls)
-        self.curves[key] = SortedCurve.of(np.asarray(scores)[columns], self.test_set.labels[columns], columns)
+        self.scores[key] = np.asarray(scores, dtype=np.float64)
+        self.scopes[key] = cls
+
+    def stack(self, keys: Sequence[Hashable]) -> SortedCurves:
+        """The curves `keys` (all over the same images) sorted for resampling."""
+        columns = self.test_set.columns(self.scopes[keys[0]])
+        scores = np.stack([self.scores[key][columns] for key in keys])
+        return SortedCurves.of(scores, self.test_set.labels[columns], columns)
 
     def run(self, quantities: Sequence[Any], method: BootstrapMethod | None = None, stream: str = "") -> BootstrapResult:
         """Intervals of `quantities` (`method`, default `settings.bootstrap`) from `settings.resamples` stratified
         resamples; `stream` names an independent, reproducible random stream of this test set."""
         method = method or self.settings.bootstrap
-        statistic = _Statistic(self.test_set, self.curves, quantities)
+        statistic = _Statistic(self, quantities)
         strata = [np.asarray(stratum, dtype=np.float64) for stratum in self.test_set.strata]
         estimates = statistic(*strata)
         rng = np.random.default_rng([self.settings.seed, zlib.crc32(f"{self.test_set.name}/{stream}".encode())])
@@ -238,7 +258,7 @@ def normal_interval(estimate: float, variance: float, settings: UncertaintySetti
     a zero variance, gives the point itself)."""
     sd = math.sqrt(max(variance, 0.0))
     if scale == "logit" and 0.0 < estimate < 1.0:
-        centre, sd_logit = math.log(estimate / (1 - estimate)), sd / (estimate * (1 - estimate))
+        centre, sd_logit = _logit(estimate), sd / (estimate * (1 - estimate))
         low, high = (1 / (1 + math.exp(-(centre + sign * settings.z * sd_logit))) for sign in (-1, 1))
         return Interval(low, high, method)
     if scale == "logit" or sd == 0.0:
@@ -247,14 +267,14 @@ def normal_interval(estimate: float, variance: float, settings: UncertaintySetti
 
 
 def combine_with_seeds(estimate: float, interval: Interval, per_seed: Sequence[float],
-                       settings: UncertaintySettings) -> Interval:
+                       settings: UncertaintySettings, bounds: tuple[float, float] = (0.0, 1.0)) -> Interval:
     """The test-set interval of a mean over seeds widened by the seeds' spread: each half-width grows to
-    sqrt(half² + (z·s/√k)²). With one seed, the interval itself."""
+    sqrt(half² + (z·s/√k)²), kept within the metric's `bounds`. With one seed, the interval itself."""
     if len(per_seed) < 2:
         return interval
     seed_half = settings.z * float(np.std(per_seed, ddof=1)) / math.sqrt(len(per_seed))
-    low = estimate - math.hypot(estimate - interval.low, seed_half)
-    high = estimate + math.hypot(interval.high - estimate, seed_half)
+    low = max(bounds[0], estimate - math.hypot(estimate - interval.low, seed_half))
+    high = min(bounds[1], estimate + math.hypot(interval.high - estimate, seed_half))
     return Interval(low, high, f"{interval.method} + seeds")
 
 
@@ -266,13 +286,28 @@ class Evidence:
     """What we know about a difference Δ: its estimate and a distribution for one-sided p-values.
 
     Either bootstrap draws of Δ (paired: the same resamples for both arms) or a normal with standard error
-    `se`; `seed_sd` is the standard error the seeds add (s/√k), convolved with the draws as a normal."""
+    `se`; `seed_sd` is the standard error the seeds add (s/√k), convolved with the draws as a normal. A normal
+    on the logit scale (`scale="logit"`) describes Δ = a − `shift` for an AUROC a against a constant."""
 
     estimate: float
     draws: np.ndarray | None = None
     se: float = 0.0
     seed_sd: float = 0.0
     method: str = ""
+    scale: str = "identity"
+    shift: float = 0.0
+
+    def _standardised(self, threshold: float) -> float | None:
+        """(threshold − estimate)/sd on the normal's scale; None when there is no spread (a point mass)."""
+        sd = math.hypot(self.se, self.seed_sd)
+        if self.scale == "logit":
+            value, at = self.estimate + self.shift, threshold + self.shift
+            if sd == 0 or not 0 < value < 1:
+                return None
+            if not 0 < at < 1:
+                return -math.inf if at <= 0 else math.inf
+            return (_logit(at) - _logit(value)) / (sd / (value * (1 - value)))
+        return None if sd == 0 else (threshold - self.estimate) / sd
 
     def cdf(self, threshold: float) -> float:
         """P(Δ ≤ threshold): a one-sided p-value of the hypothesis Δ > threshold."""
@@ -280,10 +315,8 @@ class Evidence:
             if self.seed_sd > 0:
                 return float(np.mean(stats.norm.cdf((threshold - self.draws) / self.seed_sd)))
             return float(np.mean(self.draws <= threshold + 1e-12))
-        sd = math.hypot(self.se, self.seed_sd)
-        if sd == 0:
-            return 1.0 if threshold >= self.estimate - 1e-12 else 0.0
-        return float(stats.norm.cdf((threshold - self.estimate) / sd))
+        z = self._standardised(threshold)
+        return (1.0 if threshold >= self.estimate - 1e-12 else 0.0) if z is None else float(stats.norm.cdf(z))
 
     def survival(self, threshold: float) -> float:
         """P(Δ ≥ threshold): a one-sided p-value of the hypothesis Δ < threshold."""
@@ -291,10 +324,8 @@ class Evidence:
             if self.seed_sd > 0:
                 return float(np.mean(stats.norm.sf((threshold - self.draws) / self.seed_sd)))
             return float(np.mean(self.draws >= threshold - 1e-12))
-        sd = math.hypot(self.se, self.seed_sd)
-        if sd == 0:
-            return 1.0 if threshold <= self.estimate + 1e-12 else 0.0
-        return float(stats.norm.sf((threshold - self.estimate) / sd))
+        z = self._standardised(threshold)
+        return (1.0 if threshold <= self.estimate + 1e-12 else 0.0) if z is None else float(stats.norm.sf(z))
 
     def interval(self, level: float) -> Interval:
         """The central `level` interval of Δ (the inverse of `cdf`)."""
@@ -305,13 +336,19 @@ class Evidence:
         if self.draws is not None:
             spread = float(np.ptp(self.draws)) + 10 * self.seed_sd
             bracket = (float(self.draws.min()) - spread, float(self.draws.max()) + spread)
-            from scipy.optimize import brentq
-
-            low, high = (brentq(lambda c, p=p: self.cdf(c) - p, *bracket) for p in (tail, 1 - tail))
+            low, high = (optimize.brentq(lambda c, p=p: self.cdf(c) - p, *bracket) for p in (tail, 1 - tail))
             return Interval(low, high, self.method)
-        z = float(stats.norm.ppf(1 - tail))
         sd = math.hypot(self.se, self.seed_sd)
+        if self.scale == "logit":
+            settings = UncertaintySettings(level=level)
+            interval = normal_interval(self.estimate + self.shift, sd**2, settings, "logit", self.method)
+            return interval.shifted(-self.shift)
+        z = float(stats.norm.ppf(1 - tail))
         return Interval(self.estimate - z * sd, self.estimate + z * sd, self.method)
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
