@@ -44,8 +44,8 @@ from pdd.reporting.uncertainty import (
     Evidence,
     Interval,
     Mean,
-    TestSet,
-    TestSetBootstrap,
+    LabelledImages,
+    ImageBootstrap,
     UncertaintySettings,
     combine_with_seeds,
     delong,
@@ -202,7 +202,7 @@ class ScoreStore:
 
     def __init__(self, index: ResultsIndex):
         self.index = index
-        self.test_sets: dict[str, TestSet] = {}
+        self.test_sets: dict[str, LabelledImages] = {}
 
     @functools.lru_cache(maxsize=None)
     def _epoch(self, run_dir: Path, epoch: int) -> dict[str, Any]:
@@ -234,7 +234,7 @@ class ScoreStore:
         dataset = run.key.dataset
         labels = np.asarray(images["labels"])
         if dataset not in self.test_sets:
-            self.test_sets[dataset] = TestSet(dataset, tuple(images["paths"]), labels,
+            self.test_sets[dataset] = LabelledImages(dataset, tuple(images["paths"]), labels,
                                               self._classes(run, scoring, images["paths"]))
         test_set = self.test_sets[dataset]
         if tuple(images["paths"]) != test_set.paths or not np.array_equal(labels, test_set.labels):
@@ -310,7 +310,7 @@ class _DatasetMeasurement:
                 last = self._add_curve(run, arm.scoring, int(run.data["metrics"][arm.scoring]["last"]["epoch"]), None)
                 per_seed.append(BestMinusLast(epochs, last))
             optimism[arm] = (Mean(tuple(per_seed)), per_seed, runs)
-        bootstrap = TestSetBootstrap(self.store.test_sets[self.dataset], self.uncertainty)
+        bootstrap = ImageBootstrap(self.store.test_sets[self.dataset], self.uncertainty)
         for key, (scores, cls) in self.curve_scores.items():
             bootstrap.add_curve(key, scores, cls)
         flat = list(dict.fromkeys(q for mean, per_seed in self.quantities.values() for q in (mean, *per_seed)))

@@ -1,6 +1,6 @@
 """How uncertain each reproduced number is: stratified bootstrap, DeLong, seeds, paired tests and Holm.
 
-* **Bootstrap** (`TestSetBootstrap`): `scipy.stats.bootstrap` over the test images, each stratum (label, and
+* **Bootstrap** (`ImageBootstrap`): `scipy.stats.bootstrap` over the test images, each stratum (label, and
   class for multi-class sets) resampled separately, so every resample keeps the test set's class counts. One
   call per test set bootstraps every quantity on it (each run, scoring, epoch and metric; seed means; class
   means) from the same resamples, so two arms' draws are paired image by image. The statistic turns scipy's
@@ -124,7 +124,7 @@ def _evaluate(quantity: Any, values: dict[tuple[Hashable, str], np.ndarray]) -> 
 
 
 @dataclass(frozen=True)
-class TestSet:
+class LabelledImages:
     """The labelled images every run on one dataset scores, in split order."""
 
     name: str
@@ -155,7 +155,7 @@ class _Statistic:
     The curves a quantity needs are stacked by the images they cover (all, or one class) and the metrics read
     from them, so that one numpy call computes a metric for many curves at once."""
 
-    def __init__(self, bootstrap: TestSetBootstrap, quantities: Sequence[Any]):
+    def __init__(self, bootstrap: ImageBootstrap, quantities: Sequence[Any]):
         self.n_images, self.quantities = bootstrap.test_set.labels.size, list(quantities)
         needed: dict[Hashable, set[str]] = {}
         for quantity in self.quantities:
@@ -183,10 +183,10 @@ class _Statistic:
         return result.reshape(len(self.quantities), *lead)
 
 
-class TestSetBootstrap:
+class ImageBootstrap:
     """Every score vector on one test set, bootstrapped together from the same resamples."""
 
-    def __init__(self, test_set: TestSet, settings: UncertaintySettings):
+    def __init__(self, test_set: LabelledImages, settings: UncertaintySettings):
         self.test_set, self.settings = test_set, settings
         self.scores: dict[Hashable, np.ndarray] = {}
         self.scopes: dict[Hashable, str | None] = {}
@@ -233,8 +233,9 @@ class TestSetBootstrap:
 # ---- DeLong ------------------------------------------------------------------------------------------------
 
 
-def delong(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(AUROC (K,), covariance (K, K)) of K score vectors (K, n) on the same images, by DeLong's method.
+def delong(labels: np.ndarray, scores: np.ndarray, covariance: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(AUROC (K,), covariance (K, K)) of K score vectors (K, n) on the same images, by DeLong's method;
+    with `covariance=False` each vector's variance (K,) only (K independent simulations, say).
 
     Mid-ranks within the anomalous images, within the normal ones and over all give each image's placement
     (Sun & Xu 2014); the covariance is that of the placements over images, per class."""
@@ -248,14 +249,15 @@ def delong(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     placements_anomalous = (ranks_all[:, :m] - ranks_anomalous) / n  # share of normals below each anomalous image
     placements_normal = 1.0 - (ranks_all[:, m:] - ranks_normal) / m  # share of anomalous images above each normal
     auroc = placements_anomalous.mean(axis=1)
-    covariance = np.atleast_2d(np.cov(placements_anomalous)) / m + np.atleast_2d(np.cov(placements_normal)) / n
-    return auroc, covariance
+    if not covariance:
+        return auroc, placements_anomalous.var(axis=1, ddof=1) / m + placements_normal.var(axis=1, ddof=1) / n
+    return auroc, np.atleast_2d(np.cov(placements_anomalous)) / m + np.atleast_2d(np.cov(placements_normal)) / n
 
 
 def normal_interval(estimate: float, variance: float, settings: UncertaintySettings, scale: str = "identity",
                     method: str = "normal") -> Interval:
-    """estimate ± z·sd, on the logit scale for `scale="logit"` (mapped back; a degenerate AUROC of 0 or 1, or
-    a zero variance, gives the point itself)."""
+    """An AUROC's estimate ± z·sd, on the logit scale for `scale="logit"` (mapped back; a degenerate AUROC of 0
+    or 1, or a zero variance, gives the point itself), within [0, 1]."""
     sd = math.sqrt(max(variance, 0.0))
     if scale == "logit" and 0.0 < estimate < 1.0:
         centre, sd_logit = _logit(estimate), sd / (estimate * (1 - estimate))
@@ -263,7 +265,7 @@ def normal_interval(estimate: float, variance: float, settings: UncertaintySetti
         return Interval(low, high, method)
     if scale == "logit" or sd == 0.0:
         return Interval(estimate, estimate, f"{method} (degenerate: no spread)")
-    return Interval(estimate - settings.z * sd, estimate + settings.z * sd, method)
+    return Interval(max(0.0, estimate - settings.z * sd), min(1.0, estimate + settings.z * sd), method)
 
 
 def combine_with_seeds(estimate: float, interval: Interval, per_seed: Sequence[float],
@@ -364,6 +366,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 __all__ = [
-    "BestMinusLast", "BootstrapResult", "CurveMetric", "Evidence", "Interval", "Mean", "TestSet",
-    "TestSetBootstrap", "UncertaintySettings", "combine_with_seeds", "delong", "holm", "normal_interval",
+    "BestMinusLast", "BootstrapResult", "CurveMetric", "Evidence", "Interval", "Mean", "LabelledImages",
+    "ImageBootstrap", "UncertaintySettings", "combine_with_seeds", "delong", "holm", "normal_interval",
 ]
