@@ -32,19 +32,19 @@ PAIR_ELEMENTS = 2**23  # elements (curves × resamples × anomalous images) of o
 class SortedCurves:
     """K score vectors over the same test images, each sorted once.
 
-    `normal` / `anomalous` (K, n0) / (K, n1): the positions (in the test set) of the normal and anomalous images,
-    each row in ascending order of that row's scores; for each anomalous image (in that order) how many normal
-    images score strictly below it (`normal_below`) or at most as high (`normal_upto`), and how many anomalous
-    images score strictly below it (`anomalous_below`)."""
+    `normal_columns` / `anomalous_columns`: the positions (in the test set) of the normal and anomalous images,
+    shared by every curve; `normal_order` / `anomalous_order` (K, n0) / (K, n1): each curve's ascending order of
+    them (indices into those columns); for each anomalous image (in column order), how many normal images score
+    strictly below it (`normal_below`) or at most as high (`normal_upto`), and how many anomalous images strictly
+    below it (`anomalous_below`), per curve; `normal_scores` / `anomalous_scores` in column order."""
 
-    normal: np.ndarray
-    anomalous: np.ndarray
+    normal_columns: np.ndarray
+    anomalous_columns: np.ndarray
+    normal_order: np.ndarray
+    anomalous_order: np.ndarray
     normal_below: np.ndarray
     normal_upto: np.ndarray
     anomalous_below: np.ndarray
-    # the same images in test-set order, shared by every curve, and each curve's scores of them (K, n0) / (K, n1)
-    normal_columns: np.ndarray
-    anomalous_columns: np.ndarray
     normal_scores: np.ndarray
     anomalous_scores: np.ndarray
 
@@ -54,35 +54,40 @@ class SortedCurves:
         scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
         labels = np.asarray(labels)
         columns = np.arange(scores.shape[1]) if columns is None else np.asarray(columns)
-        sorted_parts, natural = [], []
-        for label in (0, 1):
-            positions = np.flatnonzero(labels == label)
-            order = np.argsort(scores[:, positions], axis=1, kind="stable")
-            sorted_parts.append((columns[positions][order], np.take_along_axis(scores[:, positions], order, axis=1)))
-            natural += [columns[positions], scores[:, positions]]
-        (normal, normal_scores), (anomalous, anomalous_scores) = sorted_parts
+        normal, anomalous = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+        normal_scores, anomalous_scores = scores[:, normal], scores[:, anomalous]
+        normal_order = np.argsort(normal_scores, axis=1, kind="stable")
+        anomalous_order = np.argsort(anomalous_scores, axis=1, kind="stable")
+        sorted_normal = np.take_along_axis(normal_scores, normal_order, axis=1)
+        sorted_anomalous = np.take_along_axis(anomalous_scores, anomalous_order, axis=1)
 
         def rank(sorted_scores: np.ndarray, side: str) -> np.ndarray:
             return np.stack([np.searchsorted(row, values, side=side)  # type: ignore[call-overload]
                              for row, values in zip(sorted_scores, anomalous_scores)])
 
-        return cls(normal, anomalous, rank(normal_scores, "left"), rank(normal_scores, "right"),
-                   rank(anomalous_scores, "left"), natural[0], natural[2], natural[1], natural[3])
+        return cls(columns[normal], columns[anomalous], normal_order, anomalous_order, rank(sorted_normal, "left"),
+                   rank(sorted_normal, "right"), rank(sorted_anomalous, "left"), normal_scores, anomalous_scores)
 
     def __len__(self) -> int:
-        return self.normal.shape[0]
+        return self.normal_order.shape[0]
 
     def rows(self, start: int, stop: int) -> SortedCurves:
-        return SortedCurves(self.normal[start:stop], self.anomalous[start:stop], self.normal_below[start:stop],
-                            self.normal_upto[start:stop], self.anomalous_below[start:stop], self.normal_columns,
-                            self.anomalous_columns, self.normal_scores[start:stop], self.anomalous_scores[start:stop])
+        return SortedCurves(self.normal_columns, self.anomalous_columns, *(
+            array[start:stop] for array in (self.normal_order, self.anomalous_order, self.normal_below,
+                                            self.normal_upto, self.anomalous_below, self.normal_scores,
+                                            self.anomalous_scores)))
 
     @property
     def auroc_by_product(self) -> bool:
         """Whether AUROC is cheaper as counts x the (n0, n1) pair matrix (small test sets: BLAS) than by
         cumulative sums (large ones); the float32 product is exact while 2·n0·n1 < 2**24."""
-        n0, n1 = self.normal.shape[1], self.anomalous.shape[1]
+        n0, n1 = self.normal_columns.size, self.anomalous_columns.size
         return n0 * n1 <= min(PRODUCT_COST_RATIO * (n0 + n1), 2**23)
+
+    @property
+    def tied(self) -> bool:
+        """Whether any normal image ties with an anomalous one (then those pairs count half)."""
+        return not np.array_equal(self.normal_below, self.normal_upto)
 
 
 def counts_of(indices: list[np.ndarray], n_images: int) -> np.ndarray:
@@ -95,16 +100,21 @@ def counts_of(indices: list[np.ndarray], n_images: int) -> np.ndarray:
     return counts.reshape(rows, n_images)
 
 
-def _cumulative(counts: np.ndarray) -> np.ndarray:
-    """[0, c_1, c_1 + c_2, ...] along the last axis: the count strictly below each position."""
-    out = np.zeros((*counts.shape[:-1], counts.shape[-1] + 1))
-    np.cumsum(counts, axis=-1, out=out[..., 1:])
-    return out
+def _cumulative_sorted(counts: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """counts (R, n) taken in each curve's `order` (K, n) and summed up: (R, K·(n + 1)), curve k's block
+    [0, c_1, c_1 + c_2, ...] (the count strictly below each sorted position) at k·(n + 1)."""
+    rows, (curves, n) = counts.shape[0], order.shape
+    out = np.zeros((rows, curves, n + 1), dtype=counts.dtype)
+    np.cumsum(counts[:, order.ravel()].reshape(rows, curves, n), axis=2, out=out[..., 1:])
+    return out.reshape(rows, curves * (n + 1))
 
 
 def _at(cumulative: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """cumulative (R, K, n+1) read at positions (K, m): (R, K, m)."""
-    return np.take_along_axis(cumulative, np.broadcast_to(positions, (cumulative.shape[0], *positions.shape)), axis=2)
+    """Blocks of `_cumulative_sorted` read at per-curve positions (K, m): (R, K, m)."""
+    curves, m = positions.shape
+    block = cumulative.shape[1] // curves
+    flat = (np.arange(curves)[:, None] * block + positions).ravel()
+    return cumulative[:, flat].reshape(cumulative.shape[0], curves, m)
 
 
 def auroc_by_product(curves: SortedCurves, counts: np.ndarray) -> np.ndarray:
@@ -124,41 +134,57 @@ def auroc_by_product(curves: SortedCurves, counts: np.ndarray) -> np.ndarray:
     return np.concatenate(result)
 
 
+def auroc_by_sums(curves: SortedCurves, counts: np.ndarray) -> np.ndarray:
+    """AUROC (K, R) from the normal counts summed in each curve's order, read at every anomalous image: float32
+    sums (counts are integers, exact below 2**24; the final sum's rounding is ~1e-7 relative)."""
+    normal = counts[:, curves.normal_columns].astype(np.float32)
+    anomalous = counts[:, curves.anomalous_columns].astype(np.float32)
+    below_sums = _cumulative_sorted(normal, curves.normal_order)
+    below = _at(below_sums, curves.normal_below)
+    if curves.tied:
+        below = below + _at(below_sums, curves.normal_upto)
+    else:
+        below = 2 * below
+    pairs = normal.sum(axis=1, dtype=np.float64) * anomalous.sum(axis=1, dtype=np.float64)
+    return np.einsum("rkj,rj->kr", below, anomalous).astype(np.float64) / (2 * pairs)
+
+
 def curve_metrics(curves: SortedCurves, counts: np.ndarray, metrics: tuple[str, ...]) -> dict[str, np.ndarray]:
     """`metrics` (names of `IMAGE_METRIC_NAMES`) of every curve for every row of `counts` (R, n_images):
     arrays (K, R)."""
-    if metrics == (AUROC,) and curves.auroc_by_product:
-        return {AUROC: auroc_by_product(curves, counts)}
-    normal_below = _cumulative(counts[:, curves.normal])  # (R, K, n0 + 1)
-    anomalous_counts = counts[:, curves.anomalous]  # (R, K, n1)
-    negatives, positives = normal_below[..., -1], anomalous_counts.sum(axis=-1)  # (R, K)
-    below = _at(normal_below, curves.normal_below)
+    if metrics == (AUROC,):
+        return {AUROC: (auroc_by_product if curves.auroc_by_product else auroc_by_sums)(curves, counts)}
+    normal = counts[:, curves.normal_columns]
+    anomalous = counts[:, curves.anomalous_columns]  # (R, n1), column order
+    negatives, positives = normal.sum(axis=1)[:, None], anomalous.sum(axis=1)[:, None]  # (R, 1)
+    normal_sums = _cumulative_sorted(normal, curves.normal_order)
+    below = _at(normal_sums, curves.normal_below)  # (R, K, n1)
     result = {}
     if AUROC in metrics:
-        tied = below if np.array_equal(curves.normal_upto, curves.normal_below) else _at(normal_below,
-                                                                                         curves.normal_upto)
+        tied = _at(normal_sums, curves.normal_upto) if curves.tied else below
         # normal images tied with an anomalous one count half, as scikit-learn's trapezoids
-        result[AUROC] = np.einsum("rkj,rkj->rk", below + tied, anomalous_counts) / (2 * positives * negatives)
-    if len(result) < len(metrics):
-        # the confusion matrix at the threshold `score >= y_j` of each anomalous image j
-        true_pos = positives[..., None] - _at(_cumulative(anomalous_counts), curves.anomalous_below)
-        false_pos = negatives[..., None] - below
-        recall = true_pos / positives[..., None]
-        called = true_pos + false_pos
-        # a threshold no resampled image reaches: nothing called, precision 0 (recall is 0 there too)
-        precision = np.divide(true_pos, called, out=np.zeros_like(true_pos), where=called > 0)
-        if "image_AP" in metrics:
-            result["image_AP"] = np.einsum("rkj,rkj->rk", precision, anomalous_counts) / positives
-        if "image_F1max" in metrics:
-            result["image_F1max"] = (2 * precision * recall / (precision + recall + F1_EPS)).max(axis=-1)
-        false_positive_rate = false_pos / negatives[..., None]
-        if "image_sens_at_spec95" in metrics:
-            allowed = false_positive_rate <= 1.0 - OPERATING_POINT + THRESHOLD_EPS
-            result["image_sens_at_spec95"] = np.where(allowed, recall, 0.0).max(axis=-1)  # (0, 0) always allowed
-        if "image_spec_at_sens95" in metrics:
-            reached = recall >= OPERATING_POINT - THRESHOLD_EPS
-            result["image_spec_at_sens95"] = np.where(reached, 1.0 - false_positive_rate, 0.0).max(axis=-1)
+        result[AUROC] = np.einsum("rkj,rj->rk", below + tied, anomalous) / (2 * positives * negatives)
+    # the confusion matrix at the threshold `score >= y_j` of each anomalous image j
+    true_pos = positives[..., None] - _at(_cumulative_sorted(anomalous, curves.anomalous_order),
+                                          curves.anomalous_below)
+    false_pos = negatives[..., None] - below
+    recall = true_pos / positives[..., None]
+    called = true_pos + false_pos
+    # a threshold no resampled image reaches: nothing called, precision 0 (recall is 0 there too)
+    precision = np.divide(true_pos, called, out=np.zeros_like(true_pos), where=called > 0)
+    if "image_AP" in metrics:
+        result["image_AP"] = np.einsum("rkj,rj->rk", precision, anomalous) / positives
+    if "image_F1max" in metrics:
+        result["image_F1max"] = (2 * precision * recall / (precision + recall + F1_EPS)).max(axis=-1)
+    false_positive_rate = false_pos / negatives[..., None]
+    if "image_sens_at_spec95" in metrics:
+        allowed = false_positive_rate <= 1.0 - OPERATING_POINT + THRESHOLD_EPS
+        result["image_sens_at_spec95"] = np.where(allowed, recall, 0.0).max(axis=-1)  # (0, 0) is always allowed
+    if "image_spec_at_sens95" in metrics:
+        reached = recall >= OPERATING_POINT - THRESHOLD_EPS
+        result["image_spec_at_sens95"] = np.where(reached, 1.0 - false_positive_rate, 0.0).max(axis=-1)
     return {name: result[name].T for name in metrics}
 
 
-__all__ = ["AUROC", "IMAGE_METRIC_NAMES", "SortedCurves", "counts_of", "curve_metrics"]
+__all__ = ["AUROC", "IMAGE_METRIC_NAMES", "SortedCurves", "auroc_by_product", "auroc_by_sums", "counts_of",
+           "curve_metrics"]

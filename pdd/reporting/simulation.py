@@ -67,13 +67,15 @@ def write_results(root: Path, runs: Sequence[tuple[RunSpec, str]], test_sets: di
                   demo: bool = False, batch_size: int = 10) -> None:
     """A results tree for `runs` ((spec, arch) pairs) with snapshots scored at `epochs`.
 
-    `auroc(spec, scoring, epoch)` is the population AUROC of a snapshot; an image keeps a per-run latent score
-    across epochs (snapshots of one training agree more with each other than with another run's)."""
+    `auroc(spec, scoring, epoch)` is the population AUROC of a snapshot. Scores share a per-image difficulty
+    across the runs of a dataset (models agree on which images are hard) and a per-run one across a run's
+    snapshots, so runs on one test set are correlated as real ones are, which paired tests exploit."""
     for spec, arch in runs:
         paths, labels, classes = test_sets[spec.dataset].images()
         scorings = ("ts", "ss") if arch in TWO_STUDENT_ARCHS else ("ts",)
+        difficulty = np.random.default_rng(_seed(seed, spec.dataset)).normal(size=labels.size)
         rng = np.random.default_rng(_seed(seed, spec.id))
-        latent = rng.normal(size=labels.size)
+        latent = 0.5 * difficulty + 0.4 * rng.normal(size=labels.size)
         directory = RunDir(root / spec.relative_dir)
         directory.evaluations.mkdir(parents=True, exist_ok=True)
         per_epoch: dict[int, dict] = {}
@@ -82,7 +84,7 @@ def write_results(root: Path, runs: Sequence[tuple[RunSpec, str]], test_sets: di
             for scoring in scorings:
                 shift = math.sqrt(2) * stats.norm.ppf(auroc(spec, scoring, epoch))
                 noise = rng.normal(size=labels.size)
-                scores[scoring] = (0.6 * latent + 0.8 * noise + shift * labels).round(6).tolist()
+                scores[scoring] = (latent + math.sqrt(0.59) * noise + shift * labels).round(6).tolist()  # var 1
             metrics = {s: compute_metrics(labels, values, classes) for s, values in scores.items()}
             images = {"paths": paths, "labels": labels.tolist(), "scores": scores}
             per_epoch[epoch] = {"metrics": metrics, "images": images}

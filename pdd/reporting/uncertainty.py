@@ -173,7 +173,7 @@ class _Statistic:
         values: dict[tuple[Hashable, str], np.ndarray] = {}
         for keys, metrics, curves in self.stacks:
             step = len(keys) if metrics == (AUROC,) and curves.auroc_by_product else max(
-                1, STACK_ELEMENTS // (counts.shape[0] * (curves.normal.shape[1] + curves.anomalous.shape[1])))
+                1, STACK_ELEMENTS // (counts.shape[0] * (curves.normal_columns.size + curves.anomalous_columns.size)))
             for start in range(0, len(keys), step):
                 chunk = curve_metrics(curves.rows(start, start + step), counts, metrics)
                 for offset, key in enumerate(keys[start:start + step]):
