@@ -4,6 +4,7 @@ for Fig. 1, the teachers)."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from pdd.config import add_params_arguments, params_from_args
@@ -26,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report", help="the replication report: every published number with its interval and verdict, the paper's "
         "claims tested, the paper's audit against itself, the selection optimism and a forest plot")
     _add_io_arguments(report)
+    report.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                        help="processes resampling the test sets in parallel, one dataset each (default: the CPUs "
+                        "this process may use)")
     report.set_defaults(func=run_report)
 
     results = subparsers.add_parser(
@@ -78,7 +82,7 @@ def run_report(args: argparse.Namespace) -> int:
     settings = ReportSettings.from_params(params)
     index = ResultsIndex.scan(results)
     built = [build_table(name, index, settings) for name in params.plan if name in TABLES]
-    report = build_report(index, settings, UncertaintySettings.from_params(params), built)
+    report = build_report(index, settings, UncertaintySettings.from_params(params), built, workers=args.workers)
     for path in render_report(report, results, settings, out):
         print(path)
     return 0

@@ -17,6 +17,7 @@ scores (`eval/epoch_XXX.json`), never from a number typed in:
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import functools
 import json
@@ -40,14 +41,16 @@ from pdd.reporting.results import Query, ResultsIndex, Run
 from pdd.reporting.tables import DATASET_LABELS, METRIC_LABELS, TABLES, BuiltTable, ReportSettings, render
 from pdd.reporting.uncertainty import (
     BestMinusLast,
+    BootstrapResult,
     CurveMetric,
     Evidence,
-    Interval,
-    Mean,
-    LabelledImages,
     ImageBootstrap,
+    Interval,
+    LabelledImages,
+    Mean,
     UncertaintySettings,
     combine_with_seeds,
+    curves_needed,
     delong,
     normal_interval,
 )
@@ -296,29 +299,33 @@ class _DatasetMeasurement:
         parts = tuple(CurveMetric(self._add_curve(run, arm.scoring, epoch, cls), metric) for cls in arm.classes)
         return parts[0] if len(parts) == 1 else Mean(parts)
 
-    def measure(self) -> None:
-        """Bootstrap and DeLong for every request; optimism for every optimism arm."""
+    def prepare(self) -> list[BootstrapJob]:
+        """The quantities of every request and optimism arm, and the curves they read: two jobs for workers (the
+        requests, BCa by default; the optimism, percentile, on a stream of its own)."""
         self.quantities: dict[tuple[Arm, str], tuple[Any, list[Any]]] = {}
         for arm, metric in self.requests:
             per_seed = [self._seed_quantity(run, arm, metric) for run in self.runs(arm)]
             self.quantities[(arm, metric)] = (Mean(tuple(per_seed)), per_seed)
-        optimism: dict[Arm, tuple[Any, list[Any], list[Run]]] = {}
+        self.optimism: dict[Arm, tuple[Any, list[Any], list[Run]]] = {}
         for arm in self.optimism_arms:
             per_seed, runs = [], self.runs(arm)
             for run in runs:
                 epochs = tuple(self._add_curve(run, arm.scoring, epoch, None) for epoch in self.store.scored_epochs(run))
                 last = self._add_curve(run, arm.scoring, int(run.data["metrics"][arm.scoring]["last"]["epoch"]), None)
                 per_seed.append(BestMinusLast(epochs, last))
-            optimism[arm] = (Mean(tuple(per_seed)), per_seed, runs)
-        bootstrap = ImageBootstrap(self.store.test_sets[self.dataset], self.uncertainty)
-        for key, (scores, cls) in self.curve_scores.items():
-            bootstrap.add_curve(key, scores, cls)
-        flat = list(dict.fromkeys(q for mean, per_seed in self.quantities.values() for q in (mean, *per_seed)))
-        self.results = dict(zip(flat, _unpack(bootstrap.run(flat)))) if flat else {}
-        flat_optimism = list(dict.fromkeys(q for mean, per_seed, _ in optimism.values() for q in (mean, *per_seed)))
-        self.optimism_results = dict(zip(flat_optimism, _unpack(
-            bootstrap.run(flat_optimism, method="percentile", stream=SELECTION_STREAM)))) if flat_optimism else {}
-        self.optimism = optimism
+            self.optimism[arm] = (Mean(tuple(per_seed)), per_seed, runs)
+        self.flat = list(dict.fromkeys(q for mean, per_seed in self.quantities.values() for q in (mean, *per_seed)))
+        self.flat_optimism = list(dict.fromkeys(q for mean, per_seed, _ in self.optimism.values()
+                                                for q in (mean, *per_seed)))
+        images = self.store.test_sets[self.dataset]
+        return [BootstrapJob(images, self.curve_scores, self.uncertainty, self.flat, None, ""),
+                BootstrapJob(images, self.curve_scores, self.uncertainty, self.flat_optimism, "percentile",
+                             SELECTION_STREAM)]
+
+    def finish(self, results: list[BootstrapResult | None]) -> None:
+        """Take a job's bootstrap results; DeLong (cheap) runs here."""
+        self.results = dict(zip(self.flat, _unpack(results[0])))
+        self.optimism_results = dict(zip(self.flat_optimism, _unpack(results[1])))
         self._delong()
 
     def _delong(self) -> None:
@@ -366,7 +373,46 @@ class _DatasetMeasurement:
         return Estimate(value, seeds, chosen, bootstrap, delong_interval, draws, seed_intervals, variance)
 
 
-def _unpack(result) -> list[tuple[float, Interval, np.ndarray]]:
+@dataclass
+class BootstrapJob:
+    """One bootstrap call on one test set, self-contained so that a worker process can run it."""
+
+    images: LabelledImages
+    curves: dict[tuple, tuple[np.ndarray, str | None]]
+    uncertainty: UncertaintySettings
+    quantities: list[Any]
+    method: str | None  # None: the settings' (`reporting.uncertainty.bootstrap`)
+    stream: str
+
+    @property
+    def cost(self) -> int:
+        """Images × curve-metrics to compute: how long the job runs, roughly (every metric beyond AUROC is one
+        more pass over the images)."""
+        needed = curves_needed(self.quantities)
+        return sum(self.images.columns(self.curves[curve][1]).size * len(metrics) for curve, metrics in needed.items())
+
+    def run(self) -> BootstrapResult | None:
+        if not self.quantities:
+            return None
+        bootstrap = ImageBootstrap(self.images, self.uncertainty)
+        for key, (scores, cls) in self.curves.items():
+            bootstrap.add_curve(key, scores, cls)
+        return bootstrap.run(self.quantities, method=self.method, stream=self.stream)  # type: ignore[arg-type]
+
+
+def run_jobs(jobs: list[BootstrapJob], workers: int) -> list[BootstrapResult | None]:
+    """Every job's result, in `workers` processes (the costliest first) when more than one is asked for."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [job.run() for job in jobs]
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].cost)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        futures = {i: pool.submit(BootstrapJob.run, jobs[i]) for i in order}
+        return [futures[i].result() for i in range(len(jobs))]
+
+
+def _unpack(result: BootstrapResult | None) -> list[tuple[float, Interval, np.ndarray]]:
+    if result is None:
+        return []
     return [(float(result.estimates[q]), result.intervals[q], result.draws[q]) for q in range(len(result.intervals))]
 
 
@@ -382,8 +428,9 @@ def _weights(quantity: Any) -> dict[tuple, float]:
 
 
 class ReportBuilder:
-    def __init__(self, index: ResultsIndex, settings: ReportSettings, uncertainty: UncertaintySettings):
-        self.index, self.settings, self.uncertainty = index, settings, uncertainty
+    def __init__(self, index: ResultsIndex, settings: ReportSettings, uncertainty: UncertaintySettings,
+                 workers: int = 1):
+        self.index, self.settings, self.uncertainty, self.workers = index, settings, uncertainty, workers
         self.store = ScoreStore(index)
         self.datasets: dict[str, _DatasetMeasurement] = {}
 
@@ -431,8 +478,11 @@ class ReportBuilder:
                 arm = Arm(run.key.dataset, run.key.variant, run.key.fidelity, scoring, "best_of_test")
                 if [r.key.seed for r in self._dataset(arm.dataset).runs(arm)]:
                     self._dataset(arm.dataset).optimism_arms[arm] = None
-        for measurement in self.datasets.values():
-            measurement.measure()
+        measurements = list(self.datasets.values())
+        jobs = [m.prepare() for m in measurements]
+        results = iter(run_jobs([job for pair in jobs for job in pair], self.workers))
+        for measurement, pair in zip(measurements, jobs):
+            measurement.finish([next(results) for _ in pair])
 
         cell_results = [CellResult(table, cell.row, cell.column, cell.metric, cell.paper,
                                    Arm.of_query(cell.measured.query),
@@ -534,9 +584,12 @@ def selection_rows(runs: Sequence[Run]) -> list[SelectionRow]:
 
 
 def build_report(index: ResultsIndex, settings: ReportSettings, uncertainty: UncertaintySettings,
-                 tables: Sequence[BuiltTable], claims: Sequence[Claim] | None = None) -> ReplicationReport:
-    """The report of the paper tables among `tables` (results tables of the user's own have no paper values)."""
-    return ReportBuilder(index, settings, uncertainty).build(tables, paper_claims() if claims is None else claims)
+                 tables: Sequence[BuiltTable], claims: Sequence[Claim] | None = None,
+                 workers: int = 1) -> ReplicationReport:
+    """The report of the paper tables among `tables` (results tables of the user's own have no paper values);
+    each dataset's resampling runs in one of `workers` processes."""
+    builder = ReportBuilder(index, settings, uncertainty, workers)
+    return builder.build(tables, paper_claims() if claims is None else claims)
 
 
 # ---- rendering ---------------------------------------------------------------------------------------------

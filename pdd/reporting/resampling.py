@@ -13,7 +13,7 @@ resampled test sets against scikit-learn).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,7 +25,8 @@ THRESHOLD_EPS = 1e-12  # as pdd.engine.metrics' operating points
 # AUROC by matrix product while n0·n1 <= this × (n0 + n1): BLAS's flops against numpy's gathers, measured
 # (benchmarks/bench_report.py)
 PRODUCT_COST_RATIO = 150
-PAIR_ELEMENTS = 2**23  # elements (curves × resamples × anomalous images) of one product
+PAIR_ELEMENTS = 2**22  # elements (curves × normal × anomalous images) of the pair matrices of one product
+PAIR_CACHE_BYTES = 2**30  # pair matrices kept between statistic calls while all of them fit in this
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class SortedCurves:
     anomalous_below: np.ndarray
     normal_scores: np.ndarray
     anomalous_scores: np.ndarray
+    # the pair matrices of `auroc_by_product`, built on first use (every statistic call reuses them)
+    pairs: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, scores: np.ndarray, labels: np.ndarray, columns: np.ndarray | None = None) -> SortedCurves:
@@ -122,13 +125,19 @@ def auroc_by_product(curves: SortedCurves, counts: np.ndarray) -> np.ndarray:
     normal = counts[:, curves.normal_columns].astype(np.float32)
     anomalous = counts[:, curves.anomalous_columns].astype(np.float32)
     pairs = normal.sum(axis=1, dtype=np.float64) * anomalous.sum(axis=1, dtype=np.float64)
-    step = max(1, PAIR_ELEMENTS // (counts.shape[0] * curves.anomalous_columns.size))
+    step = max(1, PAIR_ELEMENTS // (curves.normal_columns.size * curves.anomalous_columns.size))  # fixed: cached
+    keep = 4 * curves.normal_scores.size * curves.anomalous_columns.size <= PAIR_CACHE_BYTES
     result = []
     for start in range(0, len(curves), step):
-        x = curves.normal_scores[start:start + step].T[:, :, None]  # (n0, k, 1)
-        y = curves.anomalous_scores[start:start + step][None]  # (1, k, n1)
-        psi = (x < y).astype(np.float32) + np.float32(0.5) * (x == y)  # (n0, k, n1): one GEMM for all k
-        products = (normal @ psi.reshape(psi.shape[0], -1)).reshape(counts.shape[0], -1, psi.shape[2])
+        psi = curves.pairs.get(start)
+        if psi is None:
+            x = curves.normal_scores[start:start + step].T[:, :, None]  # (n0, k, 1)
+            y = curves.anomalous_scores[start:start + step][None]  # (1, k, n1)
+            psi = ((x < y).astype(np.float32) + np.float32(0.5) * (x == y)).reshape(x.shape[0], -1)  # one GEMM
+            if keep:
+                curves.pairs[start] = psi
+        n1 = curves.anomalous_columns.size
+        products = (normal @ psi).reshape(counts.shape[0], -1, n1)
         wins = np.einsum("rkj,rj->kr", products, anomalous)
         result.append(wins.astype(np.float64) / pairs)
     return np.concatenate(result)
@@ -151,12 +160,14 @@ def auroc_by_sums(curves: SortedCurves, counts: np.ndarray) -> np.ndarray:
 
 def curve_metrics(curves: SortedCurves, counts: np.ndarray, metrics: tuple[str, ...]) -> dict[str, np.ndarray]:
     """`metrics` (names of `IMAGE_METRIC_NAMES`) of every curve for every row of `counts` (R, n_images):
-    arrays (K, R)."""
+    arrays (K, R). Counts and their sums are float32 (integers, exact below 2**24); F1 is 2·TP/(TP + FP + P),
+    the authors' 2PR/(P + R + 1e-8) without its 1e-8."""
     if metrics == (AUROC,):
         return {AUROC: (auroc_by_product if curves.auroc_by_product else auroc_by_sums)(curves, counts)}
-    normal = counts[:, curves.normal_columns]
-    anomalous = counts[:, curves.anomalous_columns]  # (R, n1), column order
-    negatives, positives = normal.sum(axis=1)[:, None], anomalous.sum(axis=1)[:, None]  # (R, 1)
+    normal = counts[:, curves.normal_columns].astype(np.float32)
+    anomalous = counts[:, curves.anomalous_columns].astype(np.float32)  # (R, n1), column order
+    negatives = normal.sum(axis=1, dtype=np.float64)[:, None]
+    positives = anomalous.sum(axis=1, dtype=np.float64)[:, None]  # (R, 1)
     normal_sums = _cumulative_sorted(normal, curves.normal_order)
     below = _at(normal_sums, curves.normal_below)  # (R, K, n1)
     result = {}
@@ -165,25 +176,23 @@ def curve_metrics(curves: SortedCurves, counts: np.ndarray, metrics: tuple[str, 
         # normal images tied with an anomalous one count half, as scikit-learn's trapezoids
         result[AUROC] = np.einsum("rkj,rj->rk", below + tied, anomalous) / (2 * positives * negatives)
     # the confusion matrix at the threshold `score >= y_j` of each anomalous image j
-    true_pos = positives[..., None] - _at(_cumulative_sorted(anomalous, curves.anomalous_order),
-                                          curves.anomalous_below)
-    false_pos = negatives[..., None] - below
-    recall = true_pos / positives[..., None]
+    true_pos = positives[..., None].astype(np.float32) - _at(
+        _cumulative_sorted(anomalous, curves.anomalous_order), curves.anomalous_below)
+    false_pos = negatives[..., None].astype(np.float32) - below
     called = true_pos + false_pos
-    # a threshold no resampled image reaches: nothing called, precision 0 (recall is 0 there too)
-    precision = np.divide(true_pos, called, out=np.zeros_like(true_pos), where=called > 0)
     if "image_AP" in metrics:
+        # a threshold no resampled image reaches calls nothing: precision 0 (its true positives are 0 too)
+        precision = true_pos / np.maximum(called, 1)
         result["image_AP"] = np.einsum("rkj,rj->rk", precision, anomalous) / positives
     if "image_F1max" in metrics:
-        result["image_F1max"] = (2 * precision * recall / (precision + recall + F1_EPS)).max(axis=-1)
-    false_positive_rate = false_pos / negatives[..., None]
+        result["image_F1max"] = (2 * true_pos / (called + positives[..., None].astype(np.float32))).max(axis=-1)
     if "image_sens_at_spec95" in metrics:
-        allowed = false_positive_rate <= 1.0 - OPERATING_POINT + THRESHOLD_EPS
-        result["image_sens_at_spec95"] = np.where(allowed, recall, 0.0).max(axis=-1)  # (0, 0) is always allowed
+        allowed = false_pos <= (1.0 - OPERATING_POINT + THRESHOLD_EPS) * negatives[..., None]
+        result["image_sens_at_spec95"] = np.where(allowed, true_pos, 0).max(axis=-1) / positives  # (0, 0) allowed
     if "image_spec_at_sens95" in metrics:
-        reached = recall >= OPERATING_POINT - THRESHOLD_EPS
-        result["image_spec_at_sens95"] = np.where(reached, 1.0 - false_positive_rate, 0.0).max(axis=-1)
-    return {name: result[name].T for name in metrics}
+        reached = true_pos >= (OPERATING_POINT - THRESHOLD_EPS) * positives[..., None]
+        result["image_spec_at_sens95"] = 1.0 - np.where(reached, false_pos, np.inf).min(axis=-1) / negatives
+    return {name: result[name].T.astype(np.float64) for name in metrics}
 
 
 __all__ = ["AUROC", "IMAGE_METRIC_NAMES", "SortedCurves", "auroc_by_product", "auroc_by_sums", "counts_of",

@@ -33,9 +33,11 @@ from scipy import optimize, stats
 from pdd.reporting.resampling import AUROC, SortedCurves, counts_of, curve_metrics
 
 BootstrapMethod = Literal["BCa", "percentile", "basic"]
-# elements (resamples x images) of the counts of one statistic call, and (resamples x curves x images) of the
-# arrays of one stack of curves inside it: small enough for the CPU's caches, large enough to vectorise
+# elements (resamples × images) of the counts of one statistic call (large: the pair products' GEMMs), and of
+# the arrays that the cumulative-sum path works on inside it, (resamples × images) and (resamples × curves ×
+# images): small enough for the CPU's caches, large enough to vectorise (benchmarks/bench_report.py)
 BATCH_ELEMENTS = 2**22
+ROW_ELEMENTS = 2**18
 STACK_ELEMENTS = 2**21
 
 
@@ -103,6 +105,14 @@ class BestMinusLast:
     last: Hashable
 
 
+def curves_needed(quantities: Sequence[Any]) -> dict[Hashable, set[str]]:
+    """The curves `quantities` read and the metrics of each."""
+    needed: dict[Hashable, set[str]] = {}
+    for quantity in quantities:
+        _needed(quantity, needed)
+    return needed
+
+
 def _needed(quantity: Any, into: dict[Hashable, set[str]]) -> None:
     if isinstance(quantity, CurveMetric):
         into.setdefault(quantity.curve, set()).add(quantity.metric)
@@ -157,9 +167,7 @@ class _Statistic:
 
     def __init__(self, bootstrap: ImageBootstrap, quantities: Sequence[Any]):
         self.n_images, self.quantities = bootstrap.test_set.labels.size, list(quantities)
-        needed: dict[Hashable, set[str]] = {}
-        for quantity in self.quantities:
-            _needed(quantity, needed)
+        needed = curves_needed(self.quantities)
         groups: dict[tuple[str | None, tuple[str, ...]], list[Hashable]] = {}
         for curve, metrics in needed.items():
             groups.setdefault((bootstrap.scopes[curve], tuple(sorted(metrics))), []).append(curve)
@@ -172,15 +180,30 @@ class _Statistic:
         counts = counts_of(flat, self.n_images)
         values: dict[tuple[Hashable, str], np.ndarray] = {}
         for keys, metrics, curves in self.stacks:
-            step = len(keys) if metrics == (AUROC,) and curves.auroc_by_product else max(
-                1, STACK_ELEMENTS // (counts.shape[0] * (curves.normal_columns.size + curves.anomalous_columns.size)))
-            for start in range(0, len(keys), step):
-                chunk = curve_metrics(curves.rows(start, start + step), counts, metrics)
-                for offset, key in enumerate(keys[start:start + step]):
-                    for metric in metrics:
-                        values[(key, metric)] = chunk[metric][offset]
+            if metrics == (AUROC,) and curves.auroc_by_product:
+                computed = curve_metrics(curves, counts, metrics)
+            else:
+                computed = self._in_blocks(curves, counts, metrics)
+            for offset, key in enumerate(keys):
+                for metric in metrics:
+                    values[(key, metric)] = computed[metric][offset]
         result = np.stack([_evaluate(quantity, values) for quantity in self.quantities])
         return result.reshape(len(self.quantities), *lead)
+
+
+    @staticmethod
+    def _in_blocks(curves: SortedCurves, counts: np.ndarray, metrics: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """`curve_metrics` over blocks of resamples and curves that fit the CPU's caches."""
+        images = curves.normal_columns.size + curves.anomalous_columns.size
+        rows = max(1, ROW_ELEMENTS // images)
+        step = max(1, STACK_ELEMENTS // (rows * images))
+        out = {metric: np.empty((len(curves), counts.shape[0])) for metric in metrics}
+        for row in range(0, counts.shape[0], rows):
+            for start in range(0, len(curves), step):
+                block = curve_metrics(curves.rows(start, start + step), counts[row:row + rows], metrics)
+                for metric in metrics:
+                    out[metric][start:start + step, row:row + rows] = block[metric]
+        return out
 
 
 class ImageBootstrap:
@@ -366,6 +389,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 __all__ = [
-    "BestMinusLast", "BootstrapResult", "CurveMetric", "Evidence", "Interval", "Mean", "LabelledImages",
-    "ImageBootstrap", "UncertaintySettings", "combine_with_seeds", "delong", "holm", "normal_interval",
+    "BestMinusLast", "BootstrapResult", "CurveMetric", "Evidence", "ImageBootstrap", "Interval", "LabelledImages",
+    "Mean", "UncertaintySettings", "combine_with_seeds", "curves_needed", "delong", "holm", "normal_interval",
 ]

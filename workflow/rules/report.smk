@@ -31,6 +31,7 @@ rule replication_report:
         REPLICATION_REPORT[1:],
     log:
         f"{LOGS}/tables/replication_report.log",
+    threads: 2  # one dataset's resampling per process
     conda:
         "../../environment.yml"
     params:
@@ -40,7 +41,7 @@ rule replication_report:
         tables=Unrecorded(TABLES),
         fingerprint=fingerprint(REPORTS["replication_report"]),
     shell:
-        "{params.pdd} report {params.args} --results {params.results} --out {params.tables} > {log} 2>&1"
+        "{params.pdd} report {params.args} --results {params.results} --out {params.tables} --workers {threads} > {log} 2>&1"
 
 
 rule figures:
