@@ -106,6 +106,9 @@ def test_a_training_edit_changes_the_training_of_the_runs_that_read_it():
 
 def test_a_reporting_edit_changes_only_its_report():
     assert changed_jobs("reporting.gap_tolerance=0.05") == {("tables", REPLICATION_REPORT)}
+    for edit in ("reporting.uncertainty.resamples=2000", "reporting.uncertainty.delong_scale=identity",
+                 "reporting.uncertainty.seed=3"):
+        assert changed_jobs(edit) == {("tables", REPLICATION_REPORT)}, edit
     assert changed_jobs("reporting.explain_datasets=[headct]") == {("tables", EXPLAIN)}
 
 
