@@ -25,7 +25,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -79,7 +79,8 @@ class Arm:
 
     @classmethod
     def of_query(cls, query: Query) -> Arm:
-        return cls(query.dataset, query.variant, query.fidelity, query.scoring, query.selection, query.classes)
+        classes = query.classes if len(query.classes) < 2 else tuple(sorted(query.classes))  # a mean: any order
+        return cls(query.dataset, query.variant, query.fidelity, query.scoring, query.selection, classes)
 
 
 @dataclass
@@ -132,6 +133,14 @@ class CellResult:
     def verdict(self) -> str:
         low, high = self.delta_interval
         return "reproduced" if low <= 1e-9 and high >= -1e-9 else ("lower" if high < 0 else "higher")
+
+    @property
+    def other_interval(self) -> Interval | None:
+        """For AUROC, the interval of the other method (bootstrap beside DeLong, or the reverse)."""
+        if self.metric != AUROC:
+            return None
+        chosen = self.estimate.interval
+        return self.estimate.bootstrap if chosen is self.estimate.delong else self.estimate.delong
 
     @property
     def within_tolerance(self) -> bool:
@@ -203,8 +212,7 @@ class ReplicationReport:
 class ScoreStore:
     """Per-image scores of every run's scored epochs, on one test set per dataset (checked to be the same)."""
 
-    def __init__(self, index: ResultsIndex):
-        self.index = index
+    def __init__(self) -> None:
         self.test_sets: dict[str, LabelledImages] = {}
 
     @functools.lru_cache(maxsize=None)
@@ -286,14 +294,14 @@ class _DatasetMeasurement:
             self.curve_scores[key] = (self.store.scores(run, scoring, epoch), cls)
         return key
 
-    def _epoch(self, run: Run, arm: Arm) -> int:
+    def epoch(self, run: Run, arm: Arm) -> int:
         try:
             return int(run.data["metrics"][arm.scoring][arm.selection]["epoch"])
         except KeyError:
             raise MissingArm(f"{run.path} has no {arm.scoring}/{arm.selection} results") from None
 
     def _seed_quantity(self, run: Run, arm: Arm, metric: str) -> Any:
-        epoch = self._epoch(run, arm)
+        epoch = self.epoch(run, arm)
         if not arm.classes:
             return CurveMetric(self._add_curve(run, arm.scoring, epoch, None), metric)
         parts = tuple(CurveMetric(self._add_curve(run, arm.scoring, epoch, cls), metric) for cls in arm.classes)
@@ -431,7 +439,7 @@ class ReportBuilder:
     def __init__(self, index: ResultsIndex, settings: ReportSettings, uncertainty: UncertaintySettings,
                  workers: int = 1):
         self.index, self.settings, self.uncertainty, self.workers = index, settings, uncertainty, workers
-        self.store = ScoreStore(index)
+        self.store = ScoreStore()
         self.datasets: dict[str, _DatasetMeasurement] = {}
 
     def _dataset(self, name: str) -> _DatasetMeasurement:
@@ -461,11 +469,8 @@ class ReportBuilder:
         claim_arms: dict[int, tuple[Arm, Arm | None]] = {}
         for number, claim in enumerate(claims):
             try:
-                a = self.arm_of(claim.a)
-                self._dataset(a.dataset).runs(a)
-                b = self.arm_of(claim.b) if isinstance(claim.b, RunArm) else None
-                if b is not None:
-                    self._dataset(b.dataset).runs(b)
+                a = self._available(self.arm_of(claim.a))
+                b = self._available(self.arm_of(claim.b)) if isinstance(claim.b, RunArm) else None
             except MissingArm:
                 continue
             claim_arms[number] = (a, b)
@@ -476,8 +481,7 @@ class ReportBuilder:
         for run in runs.values():
             for scoring in run.data["metrics"]:
                 arm = Arm(run.key.dataset, run.key.variant, run.key.fidelity, scoring, "best_of_test")
-                if [r.key.seed for r in self._dataset(arm.dataset).runs(arm)]:
-                    self._dataset(arm.dataset).optimism_arms[arm] = None
+                self._dataset(arm.dataset).optimism_arms[arm] = None
         measurements = list(self.datasets.values())
         jobs = [m.prepare() for m in measurements]
         results = iter(run_jobs([job for pair in jobs for job in pair], self.workers))
@@ -494,6 +498,13 @@ class ReportBuilder:
         return ReplicationReport(cell_results, claim_results, audit(), self._optimism(), self._run_rows(),
                                  selection_rows(ordered_runs), ordered_runs, self.uncertainty,
                                  [table.name for table in tables])
+
+    def _available(self, arm: Arm) -> Arm:
+        """`arm` if every seed's run has its scoring and selection, else MissingArm."""
+        measurement = self._dataset(arm.dataset)
+        for run in measurement.runs(arm):
+            measurement.epoch(run, arm)
+        return arm
 
     def _checked(self, arm: Arm, metric: str, recorded: float) -> Estimate:
         """The estimate from per-image scores, which must reproduce metrics.json's number (the tables')."""

@@ -2,7 +2,7 @@
 
 Each table shows every reproduced number beside the number the paper published. A table is first
 built as plain data (cells, the paper values they replicate, and the metrics.json keys they come
-from), then rendered; the gap table (`pdd.reporting.gap`) reuses the same comparisons. Any other
+from), then rendered; the replication report (`pdd.reporting.report`) reuses the same cells. Any other
 table of params.plan (a dataset of the user's own) is a results table: the same numbers, ranked,
 with no paper beside them.
 """
@@ -291,7 +291,7 @@ def _published_or_none(table: str, row: str, column: str, metric: str) -> float 
 def build_results(reader: _CellReader) -> BuiltTable:
     """A plan table of the user's own: image AUROC / AP / F1-max (teacher-student scoring) per planned
     (dataset, variant), ranked per column. The paper has no such table, so its cells carry no paper value
-    and the gap table leaves them out."""
+    and the replication report leaves them out."""
     digits = 1
     pairs = reader.settings.results_table(reader.table).rows
     measured = [[reader.measure(dataset, variant, metric, "ts") for metric in IMAGE_METRICS]
