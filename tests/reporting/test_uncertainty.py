@@ -102,15 +102,19 @@ def test_delong_agrees_with_the_definition_and_with_mlstatkit():
     assert tuple(ci_a) == pytest.approx((interval.low, interval.high), abs=1e-9)
 
 
-def test_delong_variance_agrees_with_the_bootstrap():
+def test_delong_variance_and_interval_agree_with_the_bootstrap():
     rng = np.random.default_rng(4)
     labels, scores = binormal_scores(rng, 0.85, 40, 154, size=(3,))
-    _, variances = delong(labels, scores, covariance=False)
+    estimates, variances = delong(labels, scores, covariance=False)
     bootstrap = ImageBootstrap(_test_set(labels), UncertaintySettings(resamples=4000))
     for k, row in enumerate(scores):
         bootstrap.add_curve(k, row)
-    draws = bootstrap.run([CurveMetric(k, AUROC) for k in range(3)], method="percentile").draws
-    np.testing.assert_allclose(draws.var(axis=1, ddof=1), variances, rtol=0.15)
+    result = bootstrap.run([CurveMetric(k, AUROC) for k in range(3)])
+    np.testing.assert_allclose(result.draws.var(axis=1, ddof=1), variances, rtol=0.15)
+    settings = UncertaintySettings()
+    for estimate, variance, interval in zip(estimates, variances, result.intervals):
+        ours = normal_interval(estimate, variance, settings, "logit")
+        assert abs(ours.low - interval.low) < 0.015 and abs(ours.high - interval.high) < 0.015
 
 
 def test_holm_step_down():
