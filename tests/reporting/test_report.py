@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -13,9 +14,9 @@ import pytest
 from pdd.cli import main
 from pdd.config import load_params
 from pdd.errors import DataError
-from pdd.reporting.report import FOREST_STEM, REPORT_STEM, build_report, selection_rows
-from pdd.reporting.results import ResultsIndex
-from pdd.reporting.tables import TABLES, ReportSettings, build_table
+from pdd.reporting.report import FOREST_STEM, REPORT_STEM, build_report, render_report, selection_rows
+from pdd.reporting.results import ResultsIndex, Run
+from pdd.reporting.tables import DEMO_BANNER, TABLES, ReportSettings, build_table
 from pdd.reporting.uncertainty import UncertaintySettings
 
 from .conftest import SIMULATED_EPOCHS, SIMULATED_SEEDS
@@ -155,3 +156,13 @@ def test_report_compiles_with_pdflatex(simulated_results, tmp_path, simulated_pa
     result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main.tex"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_a_report_of_demo_runs_carries_the_banner(report, simulated_results, repo_root, simulated_params_args,
+                                                  tmp_path):
+    demo_runs = [Run(run.key, run.path, {**run.data, "run": {**run.data["run"], "demo": True}})
+                 for run in report.runs]
+    settings = ReportSettings.from_params(load_params(repo_root / "params.yaml", overrides=simulated_params_args))
+    render_report(dataclasses.replace(report, runs=demo_runs), simulated_results, settings, tmp_path)
+    assert (tmp_path / f"{REPORT_STEM}.md").read_text().count(DEMO_BANNER) == 1
+    assert DEMO_BANNER.replace("—", "---") in (tmp_path / f"{REPORT_STEM}.tex").read_text()
