@@ -308,8 +308,9 @@ class _DatasetMeasurement:
         return parts[0] if len(parts) == 1 else Mean(parts)
 
     def prepare(self) -> list[BootstrapJob]:
-        """The quantities of every request and optimism arm, and the curves they read: two jobs for workers (the
-        requests, BCa by default; the optimism, percentile, on a stream of its own)."""
+        """The quantities of every request and optimism arm, and the curves they read, as jobs for the workers:
+        the requests in one (BCa by default), the optimism of each arm in its own (percentile, on a stream of
+        its own: the costliest part, 10 snapshots per run, split so that the workers share it)."""
         self.quantities: dict[tuple[Arm, str], tuple[Any, list[Any]]] = {}
         for arm, metric in self.requests:
             per_seed = [self._seed_quantity(run, arm, metric) for run in self.runs(arm)]
@@ -322,18 +323,25 @@ class _DatasetMeasurement:
                 last = self._add_curve(run, arm.scoring, int(run.data["metrics"][arm.scoring]["last"]["epoch"]), None)
                 per_seed.append(BestMinusLast(epochs, last))
             self.optimism[arm] = (Mean(tuple(per_seed)), per_seed, runs)
-        self.flat = list(dict.fromkeys(q for mean, per_seed in self.quantities.values() for q in (mean, *per_seed)))
-        self.flat_optimism = list(dict.fromkeys(q for mean, per_seed, _ in self.optimism.values()
-                                                for q in (mean, *per_seed)))
-        images = self.store.test_sets[self.dataset]
-        return [BootstrapJob(images, self.curve_scores, self.uncertainty, self.flat, None, ""),
-                BootstrapJob(images, self.curve_scores, self.uncertainty, self.flat_optimism, "percentile",
-                             SELECTION_STREAM)]
+        requests = [q for mean, per_seed in self.quantities.values() for q in (mean, *per_seed)]
+        self.jobs = [(False, self._job(requests, None, ""))] if requests else []
+        self.jobs += [(True, self._job([mean, *per_seed], "percentile", SELECTION_STREAM))
+                      for mean, per_seed, _ in self.optimism.values()]
+        return [job for _, job in self.jobs]
+
+    def _job(self, quantities: list[Any], method: str | None, stream: str) -> BootstrapJob:
+        """A bootstrap call on this test set over the curves `quantities` read. Calls of one stream draw the same
+        resamples (scipy's draws do not depend on the statistic), so however the quantities are split into jobs,
+        their draws stay paired image by image."""
+        quantities = list(dict.fromkeys(quantities))
+        curves = {curve: self.curve_scores[curve] for curve in curves_needed(quantities)}
+        return BootstrapJob(self.store.test_sets[self.dataset], curves, self.uncertainty, quantities, method, stream)
 
     def finish(self, results: list[BootstrapResult | None]) -> None:
-        """Take a job's bootstrap results; DeLong (cheap) runs here."""
-        self.results = dict(zip(self.flat, _unpack(results[0])))
-        self.optimism_results = dict(zip(self.flat_optimism, _unpack(results[1])))
+        """Take the jobs' bootstrap results; DeLong (cheap) runs here."""
+        self.results, self.optimism_results = {}, {}
+        for (optimism, job), result in zip(self.jobs, results):
+            (self.optimism_results if optimism else self.results).update(zip(job.quantities, _unpack(result)))
         self._delong()
 
     def _delong(self) -> None:

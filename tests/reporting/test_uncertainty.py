@@ -121,3 +121,18 @@ def test_holm_step_down():
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.2, 0.9]) == pytest.approx([0.4, 0.9])
     assert holm([]) == []
+
+
+def test_calls_of_one_stream_draw_the_same_resamples():
+    """The report bootstraps each arm in its own job: paired claims rely on every call of a test set's stream
+    resampling the same images, whatever else the call computes."""
+    rng = np.random.default_rng(5)
+    labels, scores = binormal_scores(rng, 0.85, 30, 50, size=(2,))
+    bootstrap = ImageBootstrap(_test_set(labels), UncertaintySettings(resamples=300))
+    bootstrap.add_curve("a", scores[0])
+    bootstrap.add_curve("b", scores[1])
+    together = bootstrap.run([CurveMetric("a", AUROC), CurveMetric("b", "image_AP")])
+    alone = bootstrap.run([CurveMetric("b", "image_AP")])
+    np.testing.assert_array_equal(together.draws[1], alone.draws[0])
+    other_stream = bootstrap.run([CurveMetric("b", "image_AP")], stream="selection")
+    assert not np.array_equal(other_stream.draws[0], alone.draws[0])
