@@ -271,7 +271,7 @@ def _curve(run: Run, scoring: str, epoch: int, cls: str | None) -> tuple:
 
 
 class _DatasetMeasurement:
-    """Every quantity on one dataset's test set: bootstrap (one call) and DeLong."""
+    """Every quantity on one dataset's test set: its bootstrap jobs (run by workers) and DeLong."""
 
     def __init__(self, dataset: str, index: ResultsIndex, store: ScoreStore, settings: ReportSettings,
                  uncertainty: UncertaintySettings):
