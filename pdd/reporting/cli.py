@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report", help="the replication report: every published number with its interval and verdict, the paper's "
         "claims tested, the paper's audit against itself, the selection optimism and a forest plot")
     _add_io_arguments(report)
-    report.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+    report.add_argument("--workers", type=int, default=_available_cpus(),
                         help="processes resampling the test sets in parallel, one dataset each (default: the CPUs "
                         "this process may use)")
     report.set_defaults(func=run_report)
@@ -51,6 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("--datasets", nargs="+", default=["headct", "brainmri"], help="prepared datasets to show")
     explain.add_argument("--per-label", type=int, default=2, help="normal and anomalous images per dataset")
     explain.set_defaults(func=run_explain)
+
+
+def _available_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS has one, e.g. under SLURM or taskset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _add_io_arguments(parser: argparse.ArgumentParser) -> None:
