@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "claims tested, the paper's audit against itself, the selection optimism and a forest plot")
     _add_io_arguments(report)
     report.add_argument("--workers", type=int, default=_available_cpus(),
-                        help="processes resampling the test sets in parallel, one dataset each (default: the CPUs "
-                        "this process may use)")
+                        help="processes resampling the test sets in parallel (default: the CPUs this process may "
+                        "use)")
     report.set_defaults(func=run_report)
 
     results = subparsers.add_parser(

@@ -606,7 +606,7 @@ def build_report(index: ResultsIndex, settings: ReportSettings, uncertainty: Unc
                  tables: Sequence[BuiltTable], claims: Sequence[Claim] | None = None,
                  workers: int = 1) -> ReplicationReport:
     """The report of the paper tables among `tables` (results tables of the user's own have no paper values);
-    each dataset's resampling runs in one of `workers` processes."""
+    the resampling jobs run in `workers` processes."""
     builder = ReportBuilder(index, settings, uncertainty, workers)
     return builder.build(tables, paper_claims() if claims is None else claims)
 
