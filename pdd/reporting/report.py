@@ -490,11 +490,13 @@ class ReportBuilder:
             for scoring in run.data["metrics"]:
                 arm = Arm(run.key.dataset, run.key.variant, run.key.fidelity, scoring, "best_of_test")
                 self._dataset(arm.dataset).optimism_arms[arm] = None
-        measurements = list(self.datasets.values())
+        # a dataset only asked about by claims whose runs are missing has nothing to measure
+        measurements = [m for m in self.datasets.values() if m.requests or m.optimism_arms]
         jobs = [m.prepare() for m in measurements]
         results = iter(run_jobs([job for pair in jobs for job in pair], self.workers))
         for measurement, pair in zip(measurements, jobs):
             measurement.finish([next(results) for _ in pair])
+        self.measured = measurements
 
         cell_results = [CellResult(table, cell.row, cell.column, cell.metric, cell.paper,
                                    Arm.of_query(cell.measured.query),
@@ -558,7 +560,7 @@ class ReportBuilder:
 
     def _optimism(self) -> list[OptimismRow]:
         rows = []
-        for measurement in self.datasets.values():
+        for measurement in self.measured:
             for arm, (mean, per_seed, runs) in measurement.optimism.items():
                 value, interval, _ = measurement.optimism_results[mean]
                 seeds = [measurement.optimism_results[q][0] for q in per_seed]
@@ -573,7 +575,7 @@ class ReportBuilder:
 
     def _run_rows(self) -> list[RunRow]:
         rows = []
-        for measurement in self.datasets.values():
+        for measurement in self.measured:
             for arm, metric in measurement.requests:
                 estimate = measurement.estimate(arm, metric)
                 for run, value, (boot, delong_interval) in zip(measurement.runs(arm), estimate.per_seed,

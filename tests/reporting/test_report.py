@@ -166,3 +166,19 @@ def test_a_report_of_demo_runs_carries_the_banner(report, simulated_results, rep
     render_report(dataclasses.replace(report, runs=demo_runs), simulated_results, settings, tmp_path)
     assert (tmp_path / f"{REPORT_STEM}.md").read_text().count(DEMO_BANNER) == 1
     assert DEMO_BANNER.replace("—", "---") in (tmp_path / f"{REPORT_STEM}.tex").read_text()
+
+
+def test_a_plan_of_table1_alone_reports_its_cells_and_leaves_other_claims_not_run(simulated_results, tmp_path,
+                                                                                   repo_root, simulated_params_args):
+    root = tmp_path / "results"
+    for dataset in ("headct", "zhanglab", "brainmri", "chexpert"):
+        shutil.copytree(simulated_results / dataset / "full", root / dataset / "full")
+    params = load_params(repo_root / "params.yaml", overrides=simulated_params_args)
+    settings = ReportSettings.from_params(params)
+    index = ResultsIndex.scan(root)
+    report = build_report(index, settings, UncertaintySettings.from_params(params), [build_table("table1", index,
+                                                                                                settings)])
+    assert [cell.table for cell in report.cells] == ["table1"] * 4
+    verdicts = {result.claim.family: result.verdict for result in report.claims}
+    assert verdicts["table2"] == verdicts["table3"] == "not run"  # Uni-Medical and the ablations were not run
+    assert verdicts["table1"] != "not run"
