@@ -59,8 +59,8 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|")
     for auroc, counts in CASES:
         row = coverage(auroc, counts, args.simulations, args.resamples, args.seed)
-        print(f"| {auroc:.2f} | {counts[0]} + {counts[1]} | " + " | ".join(f"{100 * value:.1f} %" for value in row.values())
-              + " |", flush=True)
+        shares = " | ".join(f"{100 * value:.1f} %" for value in row.values())
+        print(f"| {auroc:.2f} | {counts[0]} + {counts[1]} | {shares} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -33,12 +33,23 @@ from pdd.config import RunSpec
 from pdd.engine.metrics import IMAGE_METRIC_NAMES
 from pdd.engine.rundir import RunDir
 from pdd.errors import DataError
+from pdd.io import atomic_write_text
 from pdd.reporting.audit import Finding, audit
-from pdd.reporting.claims import MEAN_CLASS, Claim, ClaimResult, MissingArm, PaperArm, RunArm, judge_claims, paper_claims
+from pdd.reporting.claims import (
+    MEAN_CLASS,
+    Claim,
+    ClaimResult,
+    MissingArm,
+    PaperArm,
+    RunArm,
+    judge_claims,
+    paper_claims,
+)
+from pdd.reporting.figures import ForestRow, forest_figure, save_figure
 from pdd.reporting.published import published
 from pdd.reporting.resampling import AUROC
 from pdd.reporting.results import Query, ResultsIndex, Run
-from pdd.reporting.tables import DATASET_LABELS, METRIC_LABELS, TABLES, BuiltTable, ReportSettings, render
+from pdd.reporting.tables import METRIC_LABELS, TABLES, BuiltTable, ReportSettings, render
 from pdd.reporting.uncertainty import (
     BestMinusLast,
     BootstrapResult,
@@ -319,7 +330,8 @@ class _DatasetMeasurement:
         for arm in self.optimism_arms:
             per_seed, runs = [], self.runs(arm)
             for run in runs:
-                epochs = tuple(self._add_curve(run, arm.scoring, epoch, None) for epoch in self.store.scored_epochs(run))
+                epochs = tuple(self._add_curve(run, arm.scoring, epoch, None)
+                               for epoch in self.store.scored_epochs(run))
                 last = self._add_curve(run, arm.scoring, int(run.data["metrics"][arm.scoring]["last"]["epoch"]), None)
                 per_seed.append(BestMinusLast(epochs, last))
             self.optimism[arm] = (Mean(tuple(per_seed)), per_seed, runs)
@@ -444,6 +456,9 @@ def _weights(quantity: Any) -> dict[tuple, float]:
 
 
 class ReportBuilder:
+    """Collects what the report measures (the paper cells' arms, the claims' arms, every table run's
+    optimism), measures it per test set, and assembles the verdicts."""
+
     def __init__(self, index: ResultsIndex, settings: ReportSettings, uncertainty: UncertaintySettings,
                  workers: int = 1):
         self.index, self.settings, self.uncertainty, self.workers = index, settings, uncertainty, workers
@@ -521,7 +536,8 @@ class ReportBuilder:
         estimate = self.datasets[arm.dataset].estimate(arm, metric)
         if abs(estimate.value - recorded) > 1e-6:
             raise DataError(f"{arm.label}: {metric} from the per-image scores (eval/epoch_XXX.json) is "
-                            f"{estimate.value:.6f}, metrics.json says {recorded:.6f}; re-run `pdd evaluate` for its runs")
+                            f"{estimate.value:.6f}, metrics.json says {recorded:.6f}; re-run `pdd evaluate` for "
+                            "its runs")
         return estimate
 
     def _evidence(self, claim_arms: dict[int, tuple[Arm, Arm | None]], claims: list[Claim], claim: Claim) -> Evidence:
@@ -627,7 +643,6 @@ def _context(report: ReplicationReport, settings: ReportSettings) -> dict[str, A
     return dict(
         report=report, u=report.uncertainty, level_pct=f"{100 * report.uncertainty.level:g}",
         tolerance_pp=100 * settings.gap_tolerance, percent=_percent, metric_label=METRIC_LABELS,
-        dataset_label=DATASET_LABELS,
         counts={verdict: verdicts.count(verdict) for verdict in ("reproduced", "lower", "higher")},
         claim_counts={verdict: claim_verdicts.count(verdict)
                       for verdict in ("supported", "not significant", "contradicted", "not run")},
@@ -639,9 +654,7 @@ def _context(report: ReplicationReport, settings: ReportSettings) -> dict[str, A
     )
 
 
-def forest_rows(report: ReplicationReport) -> list:
-    from pdd.reporting.figures import ForestRow
-
+def forest_rows(report: ReplicationReport) -> list[ForestRow]:
     rows = []
     for cell in report.cells:
         low, high = cell.delta_interval
@@ -653,9 +666,6 @@ def forest_rows(report: ReplicationReport) -> list:
 
 def render_report(report: ReplicationReport, results_root: Path, settings: ReportSettings, out: Path) -> list[Path]:
     """Write replication_report.{md,tex} and the forest plot (PNG, PDF) into `out`; returns the paths."""
-    from pdd.io import atomic_write_text
-    from pdd.reporting.figures import forest_figure, save_figure
-
     context = _context(report, settings)
     written = []
     for ext in ("md", "tex"):

@@ -107,8 +107,9 @@ def _metrics_document(spec: RunSpec, arch: str, per_epoch: dict[int, dict], last
     for scoring in per_epoch[last]["metrics"]:
         criteria = {
             "per_image": {e: m["metrics"][scoring]["pooled"]["image_AUROC"] for e, m in per_epoch.items()},
-            "official_first_image": {e: official_first_image_auroc(m["images"]["labels"], m["images"]["scores"][scoring],
-                                                                   batch_size) for e, m in per_epoch.items()},
+            "official_first_image": {
+                e: official_first_image_auroc(m["images"]["labels"], m["images"]["scores"][scoring], batch_size)
+                for e, m in per_epoch.items()},
         }
         by = {}
         for scorer in SELECTION_SCORERS:

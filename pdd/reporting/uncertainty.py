@@ -225,7 +225,8 @@ class ImageBootstrap:
         scores = np.stack([self.scores[key][columns] for key in keys])
         return SortedCurves.of(scores, self.test_set.labels[columns], columns)
 
-    def run(self, quantities: Sequence[Any], method: BootstrapMethod | None = None, stream: str = "") -> BootstrapResult:
+    def run(self, quantities: Sequence[Any], method: BootstrapMethod | None = None,
+            stream: str = "") -> BootstrapResult:
         """Intervals of `quantities` (`method`, default `settings.bootstrap`) from `settings.resamples` stratified
         resamples; `stream` names an independent, reproducible random stream of this test set."""
         method = method or self.settings.bootstrap

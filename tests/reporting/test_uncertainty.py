@@ -64,8 +64,8 @@ def test_the_identity_scale_undercovers_near_one():
     labels, scores = _simulated(0.95, 40, 154, seed=1)
     estimates, variances = delong(labels, scores, covariance=False)
     settings = UncertaintySettings()
-    cover = {scale: np.mean([normal_interval(a, v, settings, scale).contains(0.95) for a, v in zip(estimates, variances)])
-             for scale in ("identity", "logit")}
+    cover = {scale: np.mean([normal_interval(a, v, settings, scale).contains(0.95)
+                             for a, v in zip(estimates, variances)]) for scale in ("identity", "logit")}
     assert cover["identity"] < 0.92 < cover["logit"], cover
 
 
