@@ -65,6 +65,8 @@ _TEX_ESCAPES = {
     "≈": r"$\approx$",
     "±": r"$\pm$",
     "Δ": r"$\Delta$",
+    "<": r"$<$",  # OT1 text mode prints < and > as inverted punctuation
+    ">": r"$>$",
     "“": "``",
     "”": "''",
 }
