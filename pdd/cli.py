@@ -22,6 +22,8 @@ COMMANDS = {
     "train": "pdd.engine.cli",
     "evaluate": "pdd.engine.cli",
     "tables": "pdd.reporting.cli",
+    "report": "pdd.reporting.cli",
+    "results": "pdd.reporting.cli",
     "figures": "pdd.reporting.cli",
     "explain": "pdd.reporting.cli",
     "params": "pdd.config.cli",  # pdd params check|show|plan|dvc

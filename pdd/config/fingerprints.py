@@ -7,7 +7,7 @@ the resolved values of the keys it reads. Snakemake reruns a job when that hash 
 
 Each key has one *owner*: the earliest stage that reads it. A key changes the jobs that read it and,
 through their output files, everything downstream of them — never anything upstream, so `eval.*` never
-touches training and `reporting.gap_tolerance` only the gap table. Keys no job reads are locations or
+touches training and `reporting.uncertainty.*` only the replication report. Keys no job reads are locations or
 execution settings (`LOCATION_KEYS`): they say where files go or how fast a job runs, not what it computes.
 """
 
@@ -31,7 +31,7 @@ class Stage(str, enum.Enum):
     PREPARE = "prepare"  # data preparation and teacher weights
     TRAIN = "train"
     EVALUATE = "evaluate"
-    TABLES = "tables"  # tables, the gap table, figures, Grad-CAM
+    TABLES = "tables"  # tables, the replication report, figures, Grad-CAM
 
     @property
     def order(self) -> int:
@@ -39,7 +39,10 @@ class Stage(str, enum.Enum):
 
 
 # Report jobs of the tables stage besides one job per table of the plan
-REPLICATION_GAP = "replication_gap"
+REPLICATION_REPORT = "replication_report"
+# what the replication report job writes into the tables folder (`pdd report`)
+REPORT_OUTPUTS = ("replication_report.md", "replication_report.tex", "replication_report_forest.png",
+                  "replication_report_forest.pdf")
 FIGURES = "figures"
 EXPLAIN = "explain"
 TEACHERS = ("vmamba", "wrn50")
@@ -169,11 +172,14 @@ def table_keys(params: Params, table: str) -> list[Key]:
 
 
 def report_keys(params: Params, job: str) -> list[Key]:
-    """A tables-stage job: a table of the plan, the gap table, the figures or the teachers' Grad-CAM."""
+    """A tables-stage job: a table of the plan, the replication report, the figures or the teachers' Grad-CAM.
+
+    The replication report reads every plan table's runs as its table does, its tolerance and its
+    uncertainty settings; the claims and the audit are package data (code), not params."""
     if job in params.plan:
         return table_keys(params, job)
-    if job == REPLICATION_GAP:
-        keys = [("reporting", "gap_tolerance")]
+    if job == REPLICATION_REPORT:
+        keys = [("reporting", "gap_tolerance"), *_section(params, "reporting", "uncertainty")]
         for table in params.plan:
             keys += [key for key in table_keys(params, table) if key not in keys]
         return keys
@@ -190,7 +196,7 @@ def keys_of(params: Params, target: RunSpec | str, stage: Stage) -> list[Key]:
     """The keys the job (`target`, `stage`) reads.
 
     `target` is a RunSpec for train and evaluate; for prepare, `data/<dataset>` or `weights/<teacher>` (a
-    RunSpec stands for its dataset); for tables, a table name, `replication_gap`, `figures` or `explain`.
+    RunSpec stands for its dataset); for tables, a table name, `replication_report`, `figures` or `explain`.
     """
     from pdd.config.plan import RunSpec
 
@@ -207,7 +213,8 @@ def keys_of(params: Params, target: RunSpec | str, stage: Stage) -> list[Key]:
             return weights_keys(params, name)
         raise KeyError(f"unknown prepare job {target!r}; use data/<dataset> or weights/<{'|'.join(TEACHERS)}>")
     if isinstance(target, RunSpec):
-        raise TypeError("the tables stage fingerprints a report job (a table name, replication_gap, figures, explain)")
+        raise TypeError("the tables stage fingerprints a report job (a table name, replication_report, figures, "
+                        "explain)")
     return report_keys(params, target)
 
 
@@ -230,5 +237,5 @@ def _all_job_keys(params: Params) -> Iterator[tuple[Stage, set[str]]]:
         {dotted(k) for t in TEACHERS for k in weights_keys(params, t)}
     yield Stage.TRAIN, {dotted(k) for run in runs for k in train_keys(params, run)}
     yield Stage.EVALUATE, {dotted(k) for run in runs for k in evaluate_keys(params, run)}
-    yield Stage.TABLES, {dotted(k) for job in [*params.plan, REPLICATION_GAP, FIGURES, EXPLAIN]
+    yield Stage.TABLES, {dotted(k) for job in [*params.plan, REPLICATION_REPORT, FIGURES, EXPLAIN]
                          for k in report_keys(params, job)}

@@ -11,7 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pdd.config.fingerprints import EXPLAIN, FIGURES, REPLICATION_GAP, TEACHERS, Fingerprint, Stage, fingerprint_of, keys_of
+from pdd.config.fingerprints import (
+    EXPLAIN,
+    FIGURES,
+    REPLICATION_REPORT,
+    REPORT_OUTPUTS,
+    TEACHERS,
+    Fingerprint,
+    Stage,
+    fingerprint_of,
+    keys_of,
+)
 from pdd.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -43,7 +53,7 @@ class PlanQueries:
         """The hash of what job (`target`, `stage`) reads and the dotted keys it covers (`pdd.config.fingerprints`).
 
         `target`: a RunSpec for train and evaluate (and prepare, for its dataset); `data/<dataset>` or
-        `weights/<teacher>` for prepare; a table name, `replication_gap`, `figures` or `explain` for tables.
+        `weights/<teacher>` for prepare; a table name, `replication_report`, `figures` or `explain` for tables.
         """
         return fingerprint_of(self, keys_of(self, target, stage))
 
@@ -70,7 +80,7 @@ class PlanQueries:
         runs = self.plan_runs(table)
         tables = [table] if table is not None else list(self.plan)
         datasets = list(dict.fromkeys([*(run.dataset for run in runs), *self.reporting.explain_datasets]))
-        report_jobs = [*tables, REPLICATION_GAP, FIGURES, EXPLAIN]
+        report_jobs = [*tables, REPLICATION_REPORT, FIGURES, EXPLAIN]
         return {
             "profile": self.profile,
             "params_sha256": self.sha256(),
@@ -86,6 +96,7 @@ class PlanQueries:
                                "fingerprint": self.fingerprint(f"weights/{name}", Stage.PREPARE)._asdict()}
                         for name in TEACHERS} if self.teachers.pretrained else {},
             "reports": {job: self.fingerprint(job, Stage.TABLES)._asdict() for job in report_jobs},
+            "report_outputs": list(REPORT_OUTPUTS),
             "tables": {name: [run.id for run in self.plan_runs(name)] for name in tables},
             "runs": [{"id": run.id, **run._asdict(), "arch": self.variant(run.variant).arch,
                       "run_dir": str(self.run_dir(*run)),

@@ -237,9 +237,21 @@ class PlanEntry(_Section):
     fidelities: Annotated[list[FidelityName], Field(min_length=1)] | None = None  # None: [model.fidelity]
 
 
+class UncertaintyParams(_Section):
+    """How the replication report puts an interval on each number (`pdd.reporting.uncertainty`)."""
+
+    level: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95  # of every interval; claims are tested at 1 - level
+    resamples: Annotated[int, Field(ge=100)] = 10_000  # bootstrap resamples of the test images
+    seed: Seed = 0  # of the resampling (each test set draws from its own stream of it)
+    bootstrap: Literal["BCa", "percentile", "basic"] = "BCa"  # scipy.stats.bootstrap's method
+    auroc_interval: Literal["delong", "bootstrap"] = "delong"  # the AUROC interval verdicts and claims use
+    delong_scale: Literal["logit", "identity"] = "logit"  # where DeLong's normal interval is symmetric
+
+
 class ReportingParams(_Section):
     selection: Literal["best_of_test", "last"] = "best_of_test"
     gap_tolerance: UnitInterval = 0.03
+    uncertainty: UncertaintyParams = UncertaintyParams()
     explain_datasets: list[Name] = ["headct", "brainmri"]
     # Figs. 4/5 put M1's and PDD's maps side by side on HeadCT and ZhangLab: runs no table needs
     figure_runs: list[PlanEntry] = [PlanEntry(datasets=["headct", "zhanglab"], variants=["M1", "full"])]

@@ -11,9 +11,12 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-METRIC_NAMES = ("image_AUROC", "image_AP", "image_F1max", "pixel_AUROC", "pixel_AUPRO")
+# The clinician's operating points: sensitivity where specificity is at least 95 %, and the reverse
+OPERATING_POINT = 0.95
+IMAGE_METRIC_NAMES = ("image_AUROC", "image_AP", "image_F1max", "image_sens_at_spec95", "image_spec_at_sens95")
+METRIC_NAMES = (*IMAGE_METRIC_NAMES, "pixel_AUROC", "pixel_AUPRO")
 AUPRO_MAX_FPR = 0.3
 
 
@@ -37,15 +40,32 @@ def f1_max_threshold(labels: Sequence[int], scores: Sequence[float]) -> tuple[fl
     return float(thresholds[best]), float(f1[best])
 
 
+def sensitivity_at_specificity(labels: np.ndarray, scores: np.ndarray, specificity: float = OPERATING_POINT) -> float:
+    """The highest sensitivity (TPR) of any threshold whose specificity (1 - FPR) is at least `specificity`.
+
+    A threshold of the ROC curve itself, never an interpolation between two: a number a clinician can set."""
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return float(np.max(tpr[fpr <= 1.0 - specificity + 1e-12]))
+
+
+def specificity_at_sensitivity(labels: np.ndarray, scores: np.ndarray, sensitivity: float = OPERATING_POINT) -> float:
+    """The highest specificity (1 - FPR) of any threshold whose sensitivity (TPR) is at least `sensitivity`."""
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return float(np.max(1.0 - fpr[tpr >= sensitivity - 1e-12]))
+
+
 def image_metrics(labels: Sequence[int], scores: Sequence[float]) -> dict[str, float | None]:
+    """The image metrics of `IMAGE_METRIC_NAMES`; all None unless both labels occur."""
     labels = np.asarray(labels, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     if not _has_both_labels(labels):
-        return {"image_AUROC": None, "image_AP": None, "image_F1max": None}
+        return dict.fromkeys(IMAGE_METRIC_NAMES)
     return {
         "image_AUROC": float(roc_auc_score(labels, scores)),
         "image_AP": float(average_precision_score(labels, scores)),
         "image_F1max": f1_max(labels, scores),
+        "image_sens_at_spec95": sensitivity_at_specificity(labels, scores),
+        "image_spec_at_sens95": specificity_at_sensitivity(labels, scores),
     }
 
 
@@ -108,7 +128,7 @@ def compute_metrics(
     has_mask: Sequence[bool] | None = None,
     max_fpr: float = AUPRO_MAX_FPR,
 ) -> dict[str, dict]:
-    """`{"pooled": {...}, "per_class": {cls: {...}}}` with the five metrics of `METRIC_NAMES`.
+    """`{"pooled": {...}, "per_class": {cls: {...}}}` with the metrics of `METRIC_NAMES`.
 
     Pixel metrics use the images whose pixel truth is known (`has_mask`: anomalous images with a mask,
     normal images of annotated classes); they are None when no anomalous image has a mask. Pooled

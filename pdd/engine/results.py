@@ -36,6 +36,10 @@ class MetricSet(_Strict):
     image_AUROC: MetricValue
     image_AP: MetricValue
     image_F1max: MetricValue
+    # the operating points (sensitivity at 95 % specificity and the reverse); absent in files of earlier pdd
+    # versions, which stay readable: the replication report recomputes them from the per-image scores
+    image_sens_at_spec95: MetricValue = None
+    image_spec_at_sens95: MetricValue = None
     pixel_AUROC: MetricValue
     pixel_AUPRO: MetricValue
 

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
@@ -257,3 +258,43 @@ def render_figures(
         )
         written += save_figure(figure, out / stem, run_is_demo(baseline_dir) or run_is_demo(ours_dir))
     return written
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The replication report's forest plot
+
+
+@dataclass(frozen=True)
+class ForestRow:
+    """One published cell: ours − paper (percentage points) with its interval, and its verdict."""
+
+    label: str
+    delta: float
+    low: float
+    high: float
+    verdict: str
+
+
+VERDICT_COLOURS = {"reproduced": "tab:green", "lower": "tab:red", "higher": "tab:blue"}
+
+
+@styled
+def forest_figure(rows: Sequence[ForestRow], title: str, level: float) -> Figure:
+    """ours − paper per cell with its interval, one line each in the report's order, the paper at 0."""
+    fig = plt.figure(figsize=(6.5, 1.0 + 0.17 * max(len(rows), 1)))
+    ax = fig.subplots()
+    positions = np.arange(len(rows))[::-1]
+    for y, row in zip(positions, rows):
+        colour = VERDICT_COLOURS.get(row.verdict, "tab:gray")
+        ax.plot([row.low, row.high], [y, y], color=colour, linewidth=1.2)
+        ax.plot([row.delta], [y], marker="o", markersize=3, color=colour)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(positions, [row.label for row in rows], fontsize=6)
+    ax.set_ylim(-1, len(rows))
+    ax.set_xlabel(f"ours − paper (percentage points), with the {100 * level:g} % interval of ours")
+    handles = [Line2D([], [], color=colour, marker="o", markersize=3, label=verdict)
+               for verdict, colour in VERDICT_COLOURS.items()]
+    ax.legend(handles=handles, loc="lower right", fontsize=6)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

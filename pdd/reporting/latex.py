@@ -1,7 +1,7 @@
 """LaTeX for the tables: escaping, the Jinja2 environment of the templates, and numbers with best/second styles.
 
 Kept apart from the table builders (`pdd.reporting.tables`) so that every LaTeX output (the tables, the
-gap table) formats and escapes the same way from one place.
+replication report) formats and escapes the same way from one place.
 """
 
 from __future__ import annotations
@@ -61,6 +61,14 @@ _TEX_ESCAPES = {
     "^": r"\textasciicircum{}",
     "—": "---",
     "τ": r"$\tau$",
+    "−": r"$-$",
+    "≈": r"$\approx$",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "<": r"$<$",  # OT1 text mode prints < and > as inverted punctuation
+    ">": r"$>$",
+    "“": "``",
+    "”": "''",
 }
 
 

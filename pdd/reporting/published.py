@@ -41,8 +41,13 @@ def published_tables() -> dict:
 @functools.lru_cache(maxsize=1)
 def published_values() -> tuple[PublishedValue, ...]:
     """Every published number as one flat record."""
+    return flatten(published_tables())
+
+
+def flatten(tables: dict) -> tuple[PublishedValue, ...]:
+    """The records of a transcription in published.yaml's layout (the real one, or a test's altered copy)."""
     records = []
-    for table, spec in published_tables().items():
+    for table, spec in tables.items():
         metrics = spec["metrics"]
         if table == "table5":
             for arm in spec["columns"]:

@@ -2,14 +2,14 @@
 
 Each table shows every reproduced number beside the number the paper published. A table is first
 built as plain data (cells, the paper values they replicate, and the metrics.json keys they come
-from), then rendered; the gap table (`pdd.reporting.gap`) reuses the same comparisons. Any other
+from), then rendered; the replication report (`pdd.reporting.report`) reuses the same cells. Any other
 table of params.plan (a dataset of the user's own) is a results table: the same numbers, ranked,
 with no paper beside them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -17,7 +17,7 @@ from pdd.errors import ConfigError
 from pdd.reporting.arms import components, table_arms
 from pdd.reporting.latex import format_measured, format_value, ranked_rows, styled_cells, template_environment
 from pdd.reporting.published import OURS, methods, published, tau_column
-from pdd.reporting.results import Measured, ResultsIndex, Run, metric_key
+from pdd.reporting.results import Measured, Query, ResultsIndex, Run, metric_key
 
 DEMO_BANNER = "DEMO — synthetic data, random-init teachers: not the paper's numbers"
 TABLES = ("table1", "table2", "table3", "table4", "table5")  # the paper's; any other plan table is a results table
@@ -33,7 +33,8 @@ DATASET_LABELS = {
     "chexpert": "CheXpert",
     "unimedical": "Uni-Medical",
 }
-METRIC_LABELS = {"image_AUROC": "AUROC", "image_AP": "AP", "image_F1max": "F1-max"}
+METRIC_LABELS = {"image_AUROC": "AUROC", "image_AP": "AP", "image_F1max": "F1-max",
+                 "image_sens_at_spec95": "Sens@95%Spec", "image_spec_at_sens95": "Spec@95%Sens"}
 IMAGE_METRICS = ("image_AUROC", "image_AP", "image_F1max")
 MEAN_ROW = "mean"  # Table 2's row of the mean over its class rows
 
@@ -163,7 +164,9 @@ class _CellReader:
         )
         for source in measured.sources:
             self._runs.setdefault(source.path, self.index.run_at(source.path))
-        return measured
+        classes = tuple(mean_over_classes) or ((cls,) if cls is not None else ())
+        return replace(measured, query=Query(dataset, variant, s.fidelity, scoring, s.selection, metric, classes,
+                                             tuple(s.seeds)))
 
     def record(self, row: str, column: str, metric: str, measured: Measured, paper: float | None) -> None:
         self.cells.append(ReproducedCell(self.table, row, column, metric, measured, paper))
@@ -288,7 +291,7 @@ def _published_or_none(table: str, row: str, column: str, metric: str) -> float 
 def build_results(reader: _CellReader) -> BuiltTable:
     """A plan table of the user's own: image AUROC / AP / F1-max (teacher-student scoring) per planned
     (dataset, variant), ranked per column. The paper has no such table, so its cells carry no paper value
-    and the gap table leaves them out."""
+    and the replication report leaves them out."""
     digits = 1
     pairs = reader.settings.results_table(reader.table).rows
     measured = [[reader.measure(dataset, variant, metric, "ts") for metric in IMAGE_METRICS]

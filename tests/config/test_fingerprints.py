@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 
 from pdd.config import FIDELITIES, RunSpec, load_params
-from pdd.config.fingerprints import EXPLAIN, FIGURES, LOCATION_KEYS, REPLICATION_GAP, TEACHERS, Stage, dotted, leaf_keys, owner_of
+from pdd.config.fingerprints import (
+    EXPLAIN,
+    FIGURES,
+    LOCATION_KEYS,
+    REPLICATION_REPORT,
+    TEACHERS,
+    Stage,
+    dotted,
+    leaf_keys,
+    owner_of,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PREPARE, TRAIN, EVALUATE, TABLES = Stage.PREPARE, Stage.TRAIN, Stage.EVALUATE, Stage.TABLES
@@ -63,7 +73,7 @@ def _jobs(params):
     yield from ((f"data/{d}", PREPARE) for d in params.data.datasets)
     yield from ((f"weights/{t}", PREPARE) for t in TEACHERS)
     yield from ((run, stage) for run in runs for stage in (TRAIN, EVALUATE))
-    yield from ((job, TABLES) for job in [*params.plan, REPLICATION_GAP, FIGURES, EXPLAIN])
+    yield from ((job, TABLES) for job in [*params.plan, REPLICATION_REPORT, FIGURES, EXPLAIN])
 
 
 def changed_jobs(*edit: str, profile: str = "paper") -> set[tuple[str, str]]:
@@ -91,11 +101,14 @@ def test_a_training_edit_changes_the_training_of_the_runs_that_read_it():
     # Table 5 prints its arms' τ, so it reads their options too
     tau_levels = changed_jobs("variants.tau-0.65-0.40.overrides.low_dim_layers=2")
     assert {stage for stage, _ in tau_levels} == {"train", "tables"}
-    assert {job for stage, job in tau_levels if stage == "tables"} == {"table5", REPLICATION_GAP}
+    assert {job for stage, job in tau_levels if stage == "tables"} == {"table5", REPLICATION_REPORT}
 
 
 def test_a_reporting_edit_changes_only_its_report():
-    assert changed_jobs("reporting.gap_tolerance=0.05") == {("tables", REPLICATION_GAP)}
+    assert changed_jobs("reporting.gap_tolerance=0.05") == {("tables", REPLICATION_REPORT)}
+    for edit in ("reporting.uncertainty.resamples=2000", "reporting.uncertainty.delong_scale=identity",
+                 "reporting.uncertainty.seed=3"):
+        assert changed_jobs(edit) == {("tables", REPLICATION_REPORT)}, edit
     assert changed_jobs("reporting.explain_datasets=[headct]") == {("tables", EXPLAIN)}
 
 

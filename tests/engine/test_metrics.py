@@ -3,7 +3,15 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from pdd.engine.metrics import aupro, compute_metrics, f1_max, image_metrics, pixel_auroc
+from pdd.engine.metrics import (
+    aupro,
+    compute_metrics,
+    f1_max,
+    image_metrics,
+    pixel_auroc,
+    sensitivity_at_specificity,
+    specificity_at_sensitivity,
+)
 
 
 def _brute_force_aupro(masks, maps, max_fpr=0.3):
@@ -75,8 +83,21 @@ def test_image_metrics_against_hand_computed_values():
     assert f1_max(np.array(labels), np.array(scores)) == result["image_F1max"]
 
 
+def test_operating_points_against_hand_computed_values():
+    # 20 normal images scored 0..19, 4 anomalous ones at 18.5, 19.5, 10.5 and 2.5
+    labels = np.r_[np.zeros(20, dtype=int), np.ones(4, dtype=int)]
+    scores = np.r_[np.arange(20.0), 18.5, 19.5, 10.5, 2.5]
+    # specificity >= 95 % allows one false positive (19): the threshold 18.5 then finds 2 of 4 anomalies
+    assert sensitivity_at_specificity(labels, scores) == 0.5
+    # sensitivity >= 95 % needs all four, i.e. the threshold 2.5: 17 normal images (3..19) lie above it
+    assert specificity_at_sensitivity(labels, scores) == pytest.approx(3 / 20)
+    result = image_metrics(labels, scores)
+    assert result["image_sens_at_spec95"] == 0.5 and result["image_spec_at_sens95"] == pytest.approx(0.15)
+
+
 def test_one_label_only_gives_none():
-    assert image_metrics([1, 1], [0.2, 0.4]) == {"image_AUROC": None, "image_AP": None, "image_F1max": None}
+    assert image_metrics([1, 1], [0.2, 0.4]) == dict.fromkeys(
+        ["image_AUROC", "image_AP", "image_F1max", "image_sens_at_spec95", "image_spec_at_sens95"])
 
 
 def test_pooled_and_per_class_and_masks_only_where_present():

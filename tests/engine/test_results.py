@@ -85,3 +85,11 @@ def test_provenance_helpers(repo_root):
     assert re.match(r"\d+\.\d+", versions["torch"])
     assert versions["surely-not-a-package-xyz"] == "not installed"
     assert validate_metrics(_document()) == _document()
+
+
+def test_metrics_of_earlier_versions_without_operating_points_stay_readable(tmp_path):
+    document = _document()
+    for evaluation in document["metrics"]["ts"].values():
+        del evaluation["pooled"]["image_sens_at_spec95"], evaluation["pooled"]["image_spec_at_sens95"]
+    (tmp_path / "metrics.json").write_text(json.dumps(document))
+    assert read_metrics(tmp_path / "metrics.json") == document

@@ -120,7 +120,7 @@ def test_cli_renders_tables_and_figures(repo_root, fixture_results, tmp_path, ca
     assert main(["tables", *common, "--set", "seeds=[0, 1]"]) == 0
     assert main(["figures", *common, "--only", "fig3c_loss_curves"]) == 0
     written = {p.name for p in out.iterdir()}
-    assert {f"{t}.tex" for t in TABLES} | {"replication_gap.tex", "replication_gap.md"} <= written
+    assert {f"{t}.tex" for t in TABLES} <= written
     assert {"fig3c_loss_curves.pdf", "fig3c_loss_curves.png"} <= written
     # seed 2 was never run: a clear error naming the file, exit code 2, and no traceback
     assert main(["tables", *common, "--set", "seeds=[2]", "--only", "table1"]) == 2

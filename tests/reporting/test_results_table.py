@@ -13,7 +13,6 @@ import yaml
 from pdd.cli import main
 from pdd.config import load_params
 from pdd.errors import ConfigError, DataError
-from pdd.reporting.gap import render_gap
 from pdd.reporting.results import ResultsIndex
 from pdd.reporting.tables import TABLES, ReportSettings, ResultsTable, build_table, render_table
 
@@ -95,12 +94,10 @@ def test_results_table_rows_numbers_and_ranks(results, custom_settings):
     assert "mean$\\pm$std over 2 seeds" in tex
 
 
-def test_results_table_leaves_the_gap_table_as_it_was(results, custom_settings):
-    index = ResultsIndex.scan(results)
-    paper = [build_table(name, index, custom_settings) for name in TABLES]
-    custom = build_table(NAME, index, custom_settings)
+def test_results_table_cells_have_no_paper_value(results, custom_settings):
+    """So the replication report, which reads only cells with a published value, leaves them out."""
+    custom = build_table(NAME, ResultsIndex.scan(results), custom_settings)
     assert len(custom.cells) == len(ROWS) * len(METRICS) and all(cell.paper is None for cell in custom.cells)
-    assert render_gap([*paper, custom], results, custom_settings) == render_gap(paper, results, custom_settings)
 
 
 def test_results_table_names_a_missing_run(results, custom_settings):
@@ -128,13 +125,9 @@ def test_cli_renders_results_tables_with_and_without_only(params_file, results, 
     common = ["tables", "--params", str(params_file), "--results", str(results)]
     assert main([*common, "--out", str(tmp_path / "all")]) == 0
     written = sorted(p.name for p in (tmp_path / "all").iterdir())
-    tables = [f"{name}.tex" for name in [*TABLES, NAME]]
-    assert written == sorted([*tables, "replication_gap.md", "replication_gap.tex"])
-    gap = (tmp_path / "all" / "replication_gap.md").read_text()
-    assert "Every reproduced number of table1, table2, table3, table4, table5 beside" in gap and "mydata" not in gap
+    assert written == sorted(f"{name}.tex" for name in [*TABLES, NAME])
 
     assert main([*common, "--out", str(tmp_path / "only"), "--only", NAME]) == 0
-    # a results table has nothing for the gap table, so this job writes none
     assert [p.name for p in (tmp_path / "only").iterdir()] == [f"{NAME}.tex"]
     assert (tmp_path / "only" / f"{NAME}.tex").read_text() == (tmp_path / "all" / f"{NAME}.tex").read_text()
 

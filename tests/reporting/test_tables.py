@@ -13,7 +13,6 @@ import pytest
 
 from pdd.config import load_params
 from pdd.errors import DataError, PDDError
-from pdd.reporting.gap import render_gap
 from pdd.reporting.arms import table_arms
 from pdd.reporting.latex import rank_styles
 from pdd.reporting.results import ResultsIndex
@@ -31,12 +30,6 @@ def built(fixture_results, settings):
 @pytest.mark.parametrize("name", TABLES)
 def test_table_matches_golden(name, built, fixture_results, settings):
     assert_golden(f"{name}.tex", render_table(built[name], fixture_results, settings))
-
-
-def test_gap_table_matches_golden(built, fixture_results, settings):
-    rendered = render_gap(list(built.values()), fixture_results, settings)
-    assert_golden("replication_gap.tex", rendered["tex"])
-    assert_golden("replication_gap.md", rendered["md"])
 
 
 def _follow(path, dotted_key):
@@ -149,9 +142,7 @@ def test_params_define_every_table5_arm_of_the_paper(repo_root):
 def test_tables_compile_with_pdflatex(built, fixture_results, settings, tmp_path):
     for name, table in built.items():
         (tmp_path / f"{name}.tex").write_text(render_table(table, fixture_results, settings))
-    gap = render_gap(list(built.values()), fixture_results, settings)["tex"]
-    (tmp_path / "replication_gap.tex").write_text(gap)
-    inputs = "\n".join(rf"\input{{{name}}}\clearpage" for name in [*TABLES, "replication_gap"])
+    inputs = "\n".join(rf"\input{{{name}}}\clearpage" for name in TABLES)
     (tmp_path / "main.tex").write_text(
         "\\documentclass{article}\n\\usepackage{booktabs,graphicx,amssymb,longtable}\n"
         f"\\begin{{document}}\n{inputs}\n\\end{{document}}\n"
@@ -163,7 +154,7 @@ def test_tables_compile_with_pdflatex(built, fixture_results, settings, tmp_path
 
 
 def test_pdd_tables_renders_the_tables_of_the_plan_only(fixture_results, repo_root, tmp_path):
-    """A plan of Table 1 alone gives table1.tex and a gap table over it, and needs no other table's runs."""
+    """A plan of Table 1 alone gives table1.tex, and needs no other table's runs."""
     results = tmp_path / "results"
     shutil.copytree(fixture_results / "headct", results / "headct")
     for name in ("zhanglab", "brainmri", "chexpert"):
@@ -175,28 +166,7 @@ def test_pdd_tables_renders_the_tables_of_the_plan_only(fixture_results, repo_ro
     result = subprocess.run([sys.executable, "-m", "pdd", "tables", "--params", str(params), "--results", str(results),
                              "--out", str(tmp_path / "tables")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["replication_gap.md", "replication_gap.tex",
-                                                                        "table1.tex"]
-    assert "Every reproduced number of table1 beside" in (tmp_path / "tables" / "replication_gap.md").read_text()
-
-
-def test_gap_report_puts_both_best_of_test_selections_side_by_side(results_copy, settings):
-    """A run whose metrics.json records the epoch each selection scorer picks gets a row; the others none."""
-    path = results_copy / "headct" / "full" / "code" / "seed0" / "metrics.json"
-    document = json.loads(path.read_text())
-    ts = document["metrics"]["ts"]
-    ours = {**ts["best_of_test"], "selected_by": "per_image",
-            "selection_AUROC": ts["best_of_test"]["pooled"]["image_AUROC"]}
-    official = {**ts["last"], "selected_by": "official_first_image", "selection_AUROC": 0.975}
-    ts["best_of_test_by"] = {"per_image": ours, "official_first_image": official}
-    path.write_text(json.dumps(document))
-    index = ResultsIndex.scan(results_copy)
-    markdown = render_gap([build_table(name, index, settings) for name in TABLES], results_copy, settings)["md"]
-    rows = [line for line in markdown.splitlines() if line.startswith("| headct/full/code/seed0 |")]
-    same = "yes" if ours["epoch"] == official["epoch"] else "**no**"
-    assert rows == [f"| headct/full/code/seed0 | ts | {ours['epoch']} | {100 * ours['pooled']['image_AUROC']:.2f} "
-                    f"| {official['epoch']} | 97.50 | {100 * official['pooled']['image_AUROC']:.2f} | {same} |"]
-    assert "## Model selection" in markdown
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["table1.tex"]
 
 
 def test_a_table5_arm_the_paper_did_not_report_is_shown_without_a_paper_value(results_copy, settings):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from pdd.config import load_params
+from pdd.config.fingerprints import REPORT_OUTPUTS
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -74,7 +75,7 @@ def test_table1_dag_is_the_same_in_snakemake_and_dvc(profile):
 @pytest.mark.parametrize("profile", ["paper", "demo"])
 def test_whole_pipeline_names_the_same_outputs(profile):
     params = load_params(REPO / "params.yaml", profile=profile)
-    extra = ["replication_gap.tex", "figures", "explain"]
+    extra = [*REPORT_OUTPUTS, "figures", "explain"]
     targets = [f"{params.paths.tables}/{name}" for name in [*(f"{t}.tex" for t in params.plan), *extra]]
     assert snakemake_outputs(*targets, profile=profile) == without_training_state(dvc_stage_outputs(profile))
 

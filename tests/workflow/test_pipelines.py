@@ -58,7 +58,7 @@ def scratch_repo(tmp_path) -> Path:
 
 
 def _table1_demo(repo: Path) -> Path:
-    """The smallest demo that still runs every job of Table 1 and the gap table: a plan of Table 1 only
+    """The smallest demo that still runs every job of Table 1 and the replication report: a plan of Table 1 only
     (its four runs), tiny images, one epoch."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["plan"] = {"table1": params["plan"]["table1"]}
@@ -70,15 +70,15 @@ def _table1_demo(repo: Path) -> Path:
     return repo
 
 
-TARGETS = ["paper_tables/demo/table1.tex", "paper_tables/demo/replication_gap.md"]
+TARGETS = ["paper_tables/demo/table1.tex", "paper_tables/demo/replication_report.md"]
 SNAKEMAKE = [str(BIN / "snakemake"), "--cores", "2", *TARGETS, "--config", "profile=demo"]
-DVC_STAGES = ["demo-table1", "demo-replication_gap"]
+DVC_STAGES = ["demo-table1", "demo-replication_report"]
 RUN_DIR = "results/demo/headct/full/code/seed0"
 
 
 @dataclass
 class Built:
-    """A scratch repository in which one engine built Table 1 and the gap table, and what it wrote."""
+    """A scratch repository in which one engine built Table 1 and the replication report, and what it wrote."""
 
     repo: Path
     table1: str
@@ -142,17 +142,18 @@ def test_present_raw_data_is_prepared_by_the_workflow(scratch_repo, shared_headc
 
 # An edit and the jobs it must rerun: those whose own params changed (`direct`), then everything downstream
 RERUN_CASES = {
-    "eval.aupro_fpr_limit": (0.2, {"evaluate"}, {"evaluate", "table", "replication_gap"}),
-    "train.lr": (0.001, {"train"}, {"train", "evaluate", "table", "replication_gap"}),
-    "reporting.gap_tolerance": (0.05, {"replication_gap"}, {"replication_gap"}),
-    "eval.sigma": (3.0, {"evaluate"}, {"evaluate", "table", "replication_gap"}),  # last: the test then runs it
+    "eval.aupro_fpr_limit": (0.2, {"evaluate"}, {"evaluate", "table", "replication_report"}),
+    "train.lr": (0.001, {"train"}, {"train", "evaluate", "table", "replication_report"}),
+    "reporting.gap_tolerance": (0.05, {"replication_report"}, {"replication_report"}),
+    "reporting.uncertainty": ({"resamples": 500}, {"replication_report"}, {"replication_report"}),
+    "eval.sigma": (3.0, {"evaluate"}, {"evaluate", "table", "replication_report"}),  # last: the test then runs it
 }
 
 
 def _job_kind(stage: str) -> str:
-    """The job a DVC stage (`demo-train-headct-...`, `demo-table1`, `demo-replication_gap`) runs."""
+    """The job a DVC stage (`demo-train-headct-...`, `demo-table1`, `demo-replication_report`) runs."""
     job = stage.removeprefix("demo-")
-    return {"table1": "table", "replication_gap": "replication_gap"}.get(job) or job.split("-")[0]
+    return {"table1": "table", "replication_report": "replication_report"}.get(job) or job.split("-")[0]
 
 
 def _edited(repo: Path, key: str, value) -> None:
@@ -196,7 +197,7 @@ def test_snakemake_reruns_exactly_the_jobs_an_edit_invalidates(built_by_snakemak
         _ok(result)
         blocks = [block for block in result.stdout.split("\n\n") if "rule " in block and "reason:" in block]
         rule = {block: block.split("rule ", 1)[1].split(":", 1)[0] for block in blocks}
-        kind = {"train": "train", "evaluate": "evaluate", "table": "table", "replication_gap": "replication_gap"}
+        kind = {"train": "train", "evaluate": "evaluate", "table": "table", "replication_report": "replication_report"}
         direct = {kind[rule[block]] for block in blocks if "Params have changed" in block}
         return direct, {kind[rule[block]] for block in blocks}
 

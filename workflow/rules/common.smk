@@ -73,7 +73,10 @@ WEIGHTS = {name: entry["file"] for name, entry in PLAN["weights"].items()}  # em
 REPORTS = PLAN["reports"]  # report job -> its fingerprint
 
 TABLE_FILES = [f"{TABLES}/{table}.tex" for table in PLAN["tables"]]
-REPORT_FILES = [*TABLE_FILES, f"{TABLES}/replication_gap.tex", f"{TABLES}/figures", f"{TABLES}/explain"]
+REPLICATION_REPORT = [f"{TABLES}/{name}" for name in PLAN["report_outputs"]]
+# the runs of the plan's tables (figure_runs only feed the figures)
+TABLE_RUNS = list(dict.fromkeys(run_id for run_ids in PLAN["tables"].values() for run_id in run_ids))
+REPORT_FILES = [*TABLE_FILES, *REPLICATION_REPORT, f"{TABLES}/figures", f"{TABLES}/explain"]
 RUN_PATTERN = "{dataset}/{variant}/{fidelity}/seed{seed}"
 
 
