@@ -50,7 +50,7 @@ def test_the_official_scorer_selects_another_epoch_than_per_image_and_both_are_r
                  for epoch, auroc in PER_IMAGE_AUROC.items()}
     images = {epoch: {"paths": [f"{i}.png" for i in range(12)], "labels": LABELS, "scores": {"ts": scores}}
               for epoch, scores in SCORES.items()}
-    selection = _Selection(per_epoch, images, final_epoch=20, final=ScoredTestSet())
+    selection = _Selection(per_epoch, images, final_epoch=20, final=ScoredTestSet(), missing=[])
 
     ours = selection.labelled("per_image", batch_size=4)["ts"]
     official = selection.labelled("official_first_image", batch_size=4)["ts"]
