@@ -262,8 +262,14 @@ class VariantParams(_Section):
     teachers: VariantTeachers = VariantTeachers()
 
     @model_validator(mode="after")
-    def _teachers_the_arch_has(self) -> VariantParams:
-        if self.teachers.vmamba is not None and not Variant(self.arch).uses_vmamba:
+    def _what_the_arch_uses(self) -> VariantParams:
+        """An override the architecture would not read is a mistake (a τ for M1, VMamba weights for RD4AD)."""
+        arch = Variant(self.arch)
+        for name in self.overrides.as_kwargs():
+            if name not in arch.options_read:
+                raise KeyProblem(f"overrides.{name}", f"arch {self.arch} does not use {name} (it reads "
+                                                      f"{', '.join(sorted(arch.options_read))}); delete the key")
+        if self.teachers.vmamba is not None and not arch.uses_vmamba:
             raise KeyProblem("teachers.vmamba", f"arch {self.arch} has no VMamba teacher (only M3, M4 and full have "
                                                 "one); delete the key")
         return self

@@ -218,6 +218,8 @@ def test_a_profile_shrinks_a_variant_recipe_and_set_beats_both():
         ("variants.rd4ad.train.batch_size=0", "variants.rd4ad.train.batch_size: Input should be greater than or equal"),
         ("variants.M1.train.lr=1.0e-4", "train.eta_min: must not exceed train.lr (0.0001), got 0.0002 (in the recipe "
                                         "of variant M1"),
+        ("variants.rd4ad.overrides.tau_low=0.5", "variants.rd4ad.overrides.tau_low: arch M1 does not use tau_low "
+                                                 "(it reads cosine, lambda_kr); delete the key"),
         ("variants.rd4ad.teachers.vmamba.file=weights/v.pth",
          "variants.rd4ad.teachers.vmamba: arch M1 has no VMamba teacher"),
         ("variants.M1.teachers.wrn50={tag: tv_in1k, file: weights/wide_resnet50_racm-8234f177.pth}",
