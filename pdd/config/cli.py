@@ -43,6 +43,8 @@ def _check(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     print(f"{args.params}: OK (profile {params.profile}, {len(params.plan_runs())} runs, "
           f"sha256 {params.sha256()[:12]})")
+    for line in _own_recipes(params).values():  # what a train.* edit does not reach
+        print(f"# {line} (over train.* and teachers.*)")
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import filelock
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch.utils.data import DataLoader, Dataset
 
 from pdd.config import Params, RunSpec, load_params
@@ -102,7 +103,14 @@ class RunRecord:
         return RunIdentity.from_dict(self.identity)
 
     def trained_params(self) -> Params:
-        return Params.model_validate(self.params)
+        try:
+            return Params.model_validate(self.params)
+        except ValidationError as exc:  # a rule this pdd added that the recorded params break
+            problem = exc.errors()[0]
+            raise PDDError(
+                f"the params recorded in this run's run.json do not validate under this pdd "
+                f"({'.'.join(map(str, problem['loc']))}: {problem['msg']}); evaluate it with the pdd commit its "
+                f"run.json records ({self.git_commit[:12]}), or train it again") from None
 
     def write(self, run_dir: RunDir) -> None:
         atomic_write_json(run_dir.record, asdict(self))

@@ -58,3 +58,19 @@ def test_training_and_evaluation_read_the_variant_recipe(engine_workspace, tmp_p
     document = evaluate_run(run_dir, engine_workspace.params_file, progress=False)
     assert document["run"]["epochs"] == 1 and document["provenance"]["snapshots_scored"] == [1]
     assert document["metrics"]["ts"]["last"]["epoch"] == 1 and set(document["metrics"]) == {"ts"}
+
+
+def test_a_run_whose_recorded_params_this_pdd_refuses_says_what_to_do(repo_root):
+    """An earlier pdd let a variant carry a model option its architecture never read; this one refuses such a
+    variant, so evaluating an old run recorded with one names the key and the commit to use instead."""
+    from pdd.config import load_params
+    from pdd.errors import PDDError
+
+    params = load_params(repo_root / "params.yaml").model_dump(mode="json")
+    params["variants"]["M1"]["overrides"]["tau_low"] = 0.5
+    record = runs.RunRecord(dataset="headct", variant="M1", fidelity="code", seed=0, params_file="params.yaml",
+                            profile="paper", overrides=[], arch="M1", params=params, params_sha256="0" * 64,
+                            identity={}, image_size=256, epochs=100, demo=False, git_commit="0123456789abcdef",
+                            git_dirty=False, device="cpu")
+    with pytest.raises(PDDError, match=r"variants\.M1: .*tau_low.*the pdd commit its run.json records \(0123456789ab\)"):
+        record.trained_params()
