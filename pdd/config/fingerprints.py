@@ -48,6 +48,7 @@ EXPLAIN = "explain"
 TEACHERS = ("vmamba", "wrn50")
 
 # Keys no job hashes, and why: moving a file or changing a worker count must never retrain anything.
+# (a variant's own teacher file, `variants.<v>.teachers.<t>.file`, is one as well)
 LOCATION_KEYS: dict[str, str] = {
     "profile": "chooses which profile is applied; the resolved values it yields are what jobs hash",
     "paths": "where files go; the files themselves are the jobs' inputs and outputs",
@@ -230,12 +231,14 @@ def keys_of(params: Params, target: RunSpec | str, stage: Stage) -> list[Key]:
     return report_keys(params, target)
 
 
-def owner_of(params: Params, key: str) -> Stage | None:
-    """The earliest stage whose jobs read `key` (dotted), or None for a location/execution key."""
+def owners(params: Params) -> dict[str, Stage]:
+    """Every dotted key some job reads -> the earliest stage whose jobs read it; a key absent is a location or
+    execution setting."""
+    owned: dict[str, Stage] = {}
     for stage, keys in _all_job_keys(params):
-        if key in keys:
-            return stage
-    return None
+        for key in keys:
+            owned.setdefault(key, stage)
+    return owned
 
 
 def _all_job_keys(params: Params) -> Iterator[tuple[Stage, set[str]]]:

@@ -20,7 +20,7 @@ from pdd.config.fingerprints import (
     Stage,
     dotted,
     leaf_keys,
-    owner_of,
+    owners,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,8 +73,9 @@ def test_every_leaf_key_belongs_to_the_expected_earliest_stage(profile):
     params = load_params(REPO / "params.yaml", profile=profile)
     keys = [dotted(key) for key in leaf_keys(params.model_dump(mode="json"))]
     assert len(keys) > 150  # every option of every variant and fidelity, not only what the file spells out
-    mismatches = {key: (owner_of(params, key), expected_owner(key, params)) for key in keys
-                  if owner_of(params, key) != expected_owner(key, params)}
+    owned = owners(params)
+    mismatches = {key: (owned.get(key), expected_owner(key, params)) for key in keys
+                  if owned.get(key) != expected_owner(key, params)}
     assert mismatches == {}
 
 
