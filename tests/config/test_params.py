@@ -214,7 +214,8 @@ def test_a_profile_shrinks_a_variant_recipe_and_set_beats_both():
                                           "schedule constant, which reads neither t_max nor eta_min; delete the key"),
         ("variants.tau-0.40-0.75.train={schedule: cosine_single, t_max: 40}",
          "variants.tau-0.40-0.75.train.t_max: is not read: variant tau-0.40-0.75 trains with schedule cosine_single"),
-        ("variants.rd4ad.train.num_workers=4", "variants.rd4ad.train.num_workers: unknown key; allowed here: optimizer"),
+        ("variants.rd4ad.train.num_workers=4",
+         "variants.rd4ad.train.num_workers: unknown key; allowed here: optimizer"),
         ("variants.rd4ad.train.batch_size=0", "variants.rd4ad.train.batch_size: Input should be greater than or equal"),
         ("variants.M1.train.lr=1.0e-4", "train.eta_min: must not exceed train.lr (0.0001), got 0.0002 (in the recipe "
                                         "of variant M1"),

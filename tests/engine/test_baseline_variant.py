@@ -73,5 +73,6 @@ def test_a_run_whose_recorded_params_this_pdd_refuses_says_what_to_do(repo_root)
                             profile="paper", overrides=[], arch="M1", params=params, params_sha256="0" * 64,
                             identity={}, image_size=256, epochs=100, demo=False, git_commit="0123456789abcdef",
                             git_dirty=False, device="cpu")
-    with pytest.raises(PDDError, match=r"variants\.M1: .*tau_low.*the pdd commit its run.json records \(0123456789ab\)"):
+    with pytest.raises(PDDError, match=r"variants\.M1: .*tau_low.*the pdd commit its run.json records "
+                                       r"\(0123456789ab\)"):
         record.trained_params()
