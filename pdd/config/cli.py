@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pdd.config import add_params_arguments, params_from_args
+from pdd.config import Params, add_params_arguments, params_from_args
 from pdd.config.dvc_pipeline import render_dvc_yaml
 from pdd.errors import ConfigError
 from pdd.io import atomic_write_text
@@ -43,6 +43,8 @@ def _check(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     print(f"{args.params}: OK (profile {params.profile}, {len(params.plan_runs())} runs, "
           f"sha256 {params.sha256()[:12]})")
+    for line in _own_recipes(params).values():  # what a train.* edit does not reach
+        print(f"# {line} (over train.* and teachers.*)")
     return 0
 
 
@@ -50,7 +52,29 @@ def _show(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     print(f"# resolved {args.params}, profile {params.profile}, sha256 {params.sha256()}")
     print(params.to_yaml(), end="")
+    for line in _own_recipes(params, resolved=True).values():
+        print(f"# {line}")
     return 0
+
+
+def _own_recipes(params: Params, resolved: bool = False) -> dict[str, str]:
+    """Variant -> one line, for each variant with a recipe or teachers of its own: what it sets (or, `resolved`,
+    the recipe its runs train with, `Params.recipe`, without the keys its schedule does not read)."""
+    lines = {}
+    for name, variant in params.variants.items():
+        own = variant.recipe_overrides()
+        teachers = [teacher for teacher, entry in variant.teachers if entry is not None]
+        if not own and not teachers:
+            continue
+        recipe = params.recipe(name)
+        shown = {key: value for key, value in recipe.model_dump(mode="json").items()
+                 if key not in recipe.unread} if resolved else own
+        values = ", ".join(f"{key} {value}" for key, value in shown.items())
+        tags = ", ".join(f"{teacher} {getattr(params.teachers_of(name), teacher).tag}" if teacher == "wrn50" else
+                         teacher for teacher in teachers)
+        lines[name] = (f"variant {name}: {'resolved' if resolved else 'own'} recipe {values}"
+                       + (f"; own teachers: {tags}" if tags else ""))
+    return lines
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -68,6 +92,10 @@ def _plan(args: argparse.Namespace) -> int:
     for run in runs:
         print(params.run_dir(*run))
     print(f"# {len(runs)} runs, profile {params.profile}")
+    planned = {run.variant for run in runs}
+    for name, line in _own_recipes(params).items():
+        if name in planned:
+            print(f"# {line}")
     return 0
 
 

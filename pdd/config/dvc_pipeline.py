@@ -103,10 +103,11 @@ def _profile_stages(params_file: str, profile: str) -> dict[str, Any]:
                                 f"{dataset['prepared_dir']} --seed {dataset['seed']} {pdd_args}",
             deps=[dataset["raw_dir"]], params=params_deps(f"data/{name}", Stage.PREPARE),
             outs=[dataset["prepared_dir"]])
-    weights = [entry["file"] for entry in plan["weights"].values()]
-    for teacher, entry in plan["weights"].items():
-        add(f"weights-{teacher}", cmd=f"pdd weights fetch {teacher} {pdd_args}",
-            params=params_deps(f"weights/{teacher}", Stage.PREPARE), outs=[entry["file"]])
+    global_weights = [entry["file"] for entry in plan["weights"].values() if entry["variant"] is None]
+    for job, entry in plan["weights"].items():
+        variant = "" if entry["variant"] is None else f" --variant {entry['variant']}"
+        add(f"weights-{job}", cmd=f"pdd weights fetch {entry['teacher']}{variant} {pdd_args}",
+            params=params_deps(f"weights/{job}", Stage.PREPARE), outs=[entry["file"]])
 
     for run in plan["runs"]:
         spec = RunSpec(run["dataset"], run["variant"], run["fidelity"], run["seed"])
@@ -116,7 +117,7 @@ def _profile_stages(params_file: str, profile: str) -> dict[str, Any]:
             cmd=f"pdd train {pdd_args} --dataset {run['dataset']} --variant {run['variant']} "
                 f"--fidelity {run['fidelity']} --seed {run['seed']} --out {run_dir} "
                 "--resume --restart-if-changed --no-progress",
-            deps=[plan["datasets"][run["dataset"]]["prepared_dir"], *weights],
+            deps=[plan["datasets"][run["dataset"]]["prepared_dir"], *run["weights"]],
             params=params_deps(spec, Stage.TRAIN),
             # checkpoints/ and snapshots/ are not this stage's outs, so DVC never deletes them before a rerun
             # and a crashed stage resumes; the resumable checkpoint is transient (deleted on completion)
@@ -145,7 +146,7 @@ def _profile_stages(params_file: str, profile: str) -> dict[str, Any]:
         deps=all_metrics, params=params_deps(FIGURES, Stage.TABLES), outs=[{f"{tables}/figures": {"cache": False}}])
     explain = plan["explain_datasets"]
     add("explain", cmd=f"pdd explain {pdd_args} --datasets {' '.join(explain)} --out {tables}/explain",
-        deps=[plan["datasets"][name]["prepared_dir"] for name in explain] + weights,
+        deps=[plan["datasets"][name]["prepared_dir"] for name in explain] + global_weights,
         params=params_deps(EXPLAIN, Stage.TABLES), outs=[{f"{tables}/explain": {"cache": False}}])
     return stages
 

@@ -48,6 +48,7 @@ EXPLAIN = "explain"
 TEACHERS = ("vmamba", "wrn50")
 
 # Keys no job hashes, and why: moving a file or changing a worker count must never retrain anything.
+# (a variant's own teacher file, `variants.<v>.teachers.<t>.file`, is one as well)
 LOCATION_KEYS: dict[str, str] = {
     "profile": "chooses which profile is applied; the resolved values it yields are what jobs hash",
     "paths": "where files go; the files themselves are the jobs' inputs and outputs",
@@ -114,14 +115,18 @@ def data_keys(params: Params, dataset: str) -> list[Key]:
     return keys
 
 
-def weights_keys(params: Params, teacher: str) -> list[Key]:
-    """Fetching one teacher's weights: where from and which file is the right one."""
-    return [("teachers", teacher, "url"), ("teachers", teacher, "sha256")]
+def weights_keys(params: Params, job: str) -> list[Key]:
+    """Fetching one teacher file (`wrn50`, or a variant's own `wrn50@rd4ad`): where from and which file is right."""
+    prefix = params.weights_job(job).key_prefix
+    return [(*prefix, "url"), (*prefix, "sha256")]
 
 
-def teacher_keys(params: Params) -> list[Key]:
-    """Which teachers a model gets: pretrained weights (identified by their sha256 when loaded) or a seed."""
-    keys: list[Key] = [("teachers", "pretrained"), ("teachers", "wrn50", "tag")]
+def teacher_keys(params: Params, variant: str | None = None) -> list[Key]:
+    """Which teachers a model gets: pretrained weights (identified by their sha256 when loaded) or a seed; the
+    WRN50 tag is the variant's own where it names its teachers (`Params.teachers_of`)."""
+    own = variant is not None and params.variant(variant).teachers.wrn50 is not None
+    tag: Key = ("variants", variant, "teachers", "wrn50", "tag") if own else ("teachers", "wrn50", "tag")
+    keys: list[Key] = [("teachers", "pretrained"), tag]
     if not params.teachers.pretrained:
         keys.append(("teachers", "init_seed"))
     return keys
@@ -136,18 +141,25 @@ def model_keys(params: Params, variant: str, fidelity: str) -> list[Key]:
     """The model a run builds: its variant (architecture and overrides) over its fidelity's options."""
     params.variant(variant)
     fidelity_options = _section(params, "model", "fidelities", fidelity) if fidelity in params.model.fidelities else []
-    return [*fidelity_options, *_section(params, "variants", variant)]
+    return [*fidelity_options, ("variants", variant, "arch"), *_section(params, "variants", variant, "overrides")]
 
 
 # train.* keys that training does not read (execution) or that evaluation owns
 _TRAIN_NOT_READ = {"num_workers", "keep_snapshots", "teacher_cache", "cache_fp16"}
 
 
+def recipe_keys(params: Params, variant: str) -> list[Key]:
+    """The recipe a run trains with (`Params.recipe`): each key the variant sets itself, else the global one,
+    leaving out the schedule parameters its schedule does not read."""
+    recipe, own = params.recipe(variant), params.variant(variant).recipe_overrides()
+    return [("variants", variant, "train", name) if name in own else ("train", name)
+            for name in type(recipe).model_fields if name not in _TRAIN_NOT_READ and name not in recipe.unread]
+
+
 def train_keys(params: Params, run: RunSpec) -> list[Key]:
     """Training one run: image size and classes, teachers, model, the recipe (snapshot epochs included)."""
-    recipe = [("train", name) for name in type(params.train).model_fields if name not in _TRAIN_NOT_READ]
-    return [("data", "image_size"), ("data", "datasets", run.dataset, "classes"), *teacher_keys(params),
-            *model_keys(params, run.variant, run.fidelity), *recipe, *cache_keys(run)]
+    return [("data", "image_size"), ("data", "datasets", run.dataset, "classes"), *teacher_keys(params, run.variant),
+            *model_keys(params, run.variant, run.fidelity), *recipe_keys(params, run.variant), *cache_keys(run)]
 
 
 def evaluate_keys(params: Params, run: RunSpec) -> list[Key]:
@@ -209,21 +221,24 @@ def keys_of(params: Params, target: RunSpec | str, stage: Stage) -> list[Key]:
         kind, _, name = (f"data/{target.dataset}" if isinstance(target, RunSpec) else target).partition("/")
         if kind == "data":
             return data_keys(params, name)
-        if kind == "weights" and name in TEACHERS:
+        if kind == "weights" and name in {job.name for job in params.weights_jobs()}:
             return weights_keys(params, name)
-        raise KeyError(f"unknown prepare job {target!r}; use data/<dataset> or weights/<{'|'.join(TEACHERS)}>")
+        raise KeyError(f"unknown prepare job {target!r}; use data/<dataset> or weights/<"
+                       f"{'|'.join(job.name for job in params.weights_jobs())}>")
     if isinstance(target, RunSpec):
         raise TypeError("the tables stage fingerprints a report job (a table name, replication_report, figures, "
                         "explain)")
     return report_keys(params, target)
 
 
-def owner_of(params: Params, key: str) -> Stage | None:
-    """The earliest stage whose jobs read `key` (dotted), or None for a location/execution key."""
+def owners(params: Params) -> dict[str, Stage]:
+    """Every dotted key some job reads -> the earliest stage whose jobs read it; a key absent is a location or
+    execution setting."""
+    owned: dict[str, Stage] = {}
     for stage, keys in _all_job_keys(params):
-        if key in keys:
-            return stage
-    return None
+        for key in keys:
+            owned.setdefault(key, stage)
+    return owned
 
 
 def _all_job_keys(params: Params) -> Iterator[tuple[Stage, set[str]]]:
@@ -234,7 +249,7 @@ def _all_job_keys(params: Params) -> Iterator[tuple[Stage, set[str]]]:
     runs = [RunSpec(d, v, f, s) for d in params.data.datasets for v in params.variants for f in FIDELITIES
             for s in params.seeds]
     yield Stage.PREPARE, {dotted(k) for d in params.data.datasets for k in data_keys(params, d)} | \
-        {dotted(k) for t in TEACHERS for k in weights_keys(params, t)}
+        {dotted(k) for job in params.weights_jobs() for k in weights_keys(params, job.name)}
     yield Stage.TRAIN, {dotted(k) for run in runs for k in train_keys(params, run)}
     yield Stage.EVALUATE, {dotted(k) for run in runs for k in evaluate_keys(params, run)}
     yield Stage.TABLES, {dotted(k) for job in [*params.plan, REPLICATION_REPORT, FIGURES, EXPLAIN]

@@ -151,7 +151,8 @@ def _config_error(exc: ValidationError, path: Path, origins: dict[str, str]) -> 
             key = ".".join(loc)
             got = repr(error["input"])
             message = f"{error['msg']} (got {got[:60] + '...' if len(got) > 60 else got})"
-        origin = next((origins[k] for k in origins if key == k or key.startswith(k + ".")), None)
+        origin = next((origins[k] for k in origins if key == k or key.startswith(k + ".") or k.startswith(key + ".")),
+                      None)
         lines.append(f"  {key}: {message}" + (f" [set by {origin}]" if origin else ""))
     return ConfigError(f"{path} is invalid:\n" + "\n".join(lines) +
                        f"\nFix the value in {path} (or the profile / --set override that sets it); "

@@ -8,6 +8,7 @@ is `pdd.config.fingerprints`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -46,6 +47,21 @@ class RunSpec(NamedTuple):
         return Path(self.id)
 
 
+class WeightsJob(NamedTuple):
+    """One teacher weights file to fetch: a global teacher's (`wrn50`) or a variant's own (`wrn50@rd4ad`)."""
+
+    name: str
+    teacher: str
+    variant: str | None
+    settings: Any  # schema.WeightsParams
+
+    @property
+    def key_prefix(self) -> tuple[str, ...]:
+        """Where its settings live in params: `teachers.<t>` or `variants.<v>.teachers.<t>`."""
+        return ("teachers", self.teacher) if self.variant is None else ("variants", self.variant, "teachers",
+                                                                         self.teacher)
+
+
 class PlanQueries:
     """The plan's questions, answered from the validated fields of `pdd.config.schema.Params`."""
 
@@ -56,6 +72,35 @@ class PlanQueries:
         `weights/<teacher>` for prepare; a table name, `replication_report`, `figures` or `explain` for tables.
         """
         return fingerprint_of(self, keys_of(self, target, stage))
+
+    def weights_jobs(self, variants: list[str] | None = None, every_entry: bool = False) -> list[WeightsJob]:
+        """The teacher files to fetch: both global teachers', then each variant's own (of `variants`, default all)
+        whose file no earlier job fetches; `every_entry` keeps those too (validation compares their pins)."""
+        jobs = [WeightsJob(teacher, teacher, None, getattr(self.teachers, teacher)) for teacher in TEACHERS]
+        files = {job.settings.file for job in jobs}
+        for name in self.variants if variants is None else variants:
+            for teacher, entry in self.variant(name).teachers:
+                if entry is not None and (every_entry or entry.file not in files):
+                    jobs.append(WeightsJob(f"{teacher}@{name}", teacher, name, entry))
+                    files.add(entry.file)
+        return jobs
+
+    def weights_job(self, name: str) -> WeightsJob:
+        """The weights job `name` (`wrn50`, `wrn50@rd4ad`)."""
+        jobs = {job.name: job for job in self.weights_jobs()}
+        if name not in jobs:
+            raise ConfigError(f"unknown weights job {name!r}; params define: {', '.join(jobs)}")
+        return jobs[name]
+
+    def run_weights(self, variant: str) -> list[str]:
+        """The teacher files `variant`'s runs load (none with random-init teachers)."""
+        from pdd.models.options import Variant
+
+        teachers = self.teachers_of(variant)
+        if not teachers.pretrained:
+            return []
+        used = TEACHERS if Variant(self.variant(variant).arch).uses_vmamba else ("wrn50",)
+        return [getattr(teachers, teacher).file for teacher in used]
 
     def plan_runs(self, table: str | None = None) -> list[RunSpec]:
         """The runs `table` needs (every table's and figure's when None), in plan order, without duplicates."""
@@ -92,14 +137,18 @@ class PlanQueries:
                                 "fingerprint": self.fingerprint(f"data/{name}", Stage.PREPARE)._asdict()}
                          for name in datasets},
             "explain_datasets": self.reporting.explain_datasets,
-            "weights": {name: {"file": getattr(self.teachers, name).file,
-                               "fingerprint": self.fingerprint(f"weights/{name}", Stage.PREPARE)._asdict()}
-                        for name in TEACHERS} if self.teachers.pretrained else {},
+            # the global teachers' files (the runs' and Fig. 1's) and the planned variants' own
+            "weights": {job.name: {"file": job.settings.file, "teacher": job.teacher, "variant": job.variant,
+                                   "rule": re.sub(r"\W", "_", job.name),
+                                   "fingerprint": self.fingerprint(f"weights/{job.name}", Stage.PREPARE)._asdict()}
+                        for job in self.weights_jobs(list(dict.fromkeys(run.variant for run in runs)))
+                        } if self.teachers.pretrained else {},
             "reports": {job: self.fingerprint(job, Stage.TABLES)._asdict() for job in report_jobs},
             "report_outputs": list(REPORT_OUTPUTS),
             "tables": {name: [run.id for run in self.plan_runs(name)] for name in tables},
             "runs": [{"id": run.id, **run._asdict(), "arch": self.variant(run.variant).arch,
-                      "run_dir": str(self.run_dir(*run)),
+                      "run_dir": str(self.run_dir(*run)), "weights": self.run_weights(run.variant),
+                      "recipe": self.recipe(run.variant).model_dump(mode="json"),
                       "fingerprints": {stage.value: self.fingerprint(run, stage)._asdict()
                                        for stage in (Stage.TRAIN, Stage.EVALUATE)},
                       "tables": [name for name in tables if run in self.plan_runs(name)]} for run in runs],

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model, model_validator
 
 from pdd.config.plan import PlanQueries, RunSpec
 from pdd.errors import ConfigError
@@ -30,6 +30,7 @@ from pdd.models.options import (
     Scoring,
     ScoringName,
     UnitInterval,
+    Variant,
     VariantName,
     values_literal,
 )
@@ -180,9 +181,19 @@ class ModelParams(_Section):
     fidelities: dict[FidelityName, ModelOptions] = {}
 
 
-class VariantParams(_Section):
-    arch: VariantName
-    overrides: ModelOptions = ModelOptions()
+# The parameters each learning-rate schedule reads (`pdd.engine.schedule`); the others are not read, so a run's
+# train fingerprint leaves them out and a variant may not set them
+SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
+    "cosine_periodic": ("t_max", "eta_min"),  # the authors' CosineAnnealingLR(T_max), run past T_max
+    "cosine_single": ("eta_min",),  # one decay over train.epochs
+    "constant": (),  # no schedule: train.lr throughout (RD4AD's main.py)
+}
+SCHEDULE_PARAMETERS = ("t_max", "eta_min")
+# What a variant may set for its own runs (`variants.<name>.train`): optimizer, schedule, length, batch and snapshot
+# cadence. Execution (num_workers), numerics (tf32, bf16_autocast, deterministic) and what evaluation or the
+# teacher cache own (keep_snapshots, teacher_cache, cache_fp16) stay global: one protocol for every run.
+RECIPE_KEYS = ("optimizer", "lr", "betas", "weight_decay", "schedule", "t_max", "eta_min", "epochs", "batch_size",
+               "eval_every")
 
 
 class TrainParams(_Section):
@@ -190,7 +201,7 @@ class TrainParams(_Section):
     lr: PositiveFloat
     betas: Annotated[list[Annotated[float, Field(ge=0, lt=1)]], Field(min_length=2, max_length=2)]
     weight_decay: NonNegativeFloat = 0.0
-    schedule: Literal["cosine_periodic", "cosine_single"] = "cosine_periodic"
+    schedule: Literal[tuple(SCHEDULE_KEYS)] = "cosine_periodic"
     t_max: PositiveInt
     eta_min: NonNegativeFloat
     epochs: PositiveInt
@@ -208,9 +219,64 @@ class TrainParams(_Section):
 
     @model_validator(mode="after")
     def _eta_min_below_lr(self) -> TrainParams:
-        if self.eta_min > self.lr:
+        if "eta_min" in SCHEDULE_KEYS[self.schedule] and self.eta_min > self.lr:
             raise KeyProblem("eta_min", f"must not exceed train.lr ({self.lr}), got {self.eta_min}")
         return self
+
+    @property
+    def unread(self) -> tuple[str, ...]:
+        """The schedule parameters this recipe's schedule does not read."""
+        return tuple(key for key in SCHEDULE_PARAMETERS if key not in SCHEDULE_KEYS[self.schedule])
+
+
+def _optional(field: Any) -> Any:
+    """A pydantic field's type with its constraints, or None."""
+    hint = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return hint | None
+
+
+# Generated from TrainParams, so that a variant's recipe has exactly the global recipe's types and ranges
+RecipeOverrides = create_model(
+    "RecipeOverrides",
+    __base__=_Section,
+    __doc__="A variant's own training recipe (`variants.<name>.train`); None keeps the global `train` value.",
+    **{name: (_optional(TrainParams.model_fields[name]), None) for name in RECIPE_KEYS},
+)
+
+
+class VariantTeachers(_Section):
+    """A variant's own teacher files (RD4AD's torchvision WRN50, say), each replacing the global entry whole."""
+
+    vmamba: VMambaWeightsParams | None = None
+    wrn50: WideResNetParams | None = None
+
+
+class VariantParams(_Section):
+    """One arm of a table: an architecture, model options over the fidelity's and, for a baseline re-run with its
+    own protocol, its own recipe (`train`) and teachers on top of the global ones (`Params.recipe`,
+    `Params.teachers_of`)."""
+
+    arch: VariantName
+    overrides: ModelOptions = ModelOptions()
+    train: RecipeOverrides = RecipeOverrides()
+    teachers: VariantTeachers = VariantTeachers()
+
+    @model_validator(mode="after")
+    def _what_the_arch_uses(self) -> VariantParams:
+        """An override the architecture would not read is a mistake (a τ for M1, VMamba weights for RD4AD)."""
+        arch = Variant(self.arch)
+        for name in self.overrides.as_kwargs():
+            if name not in arch.options_read:
+                raise KeyProblem(f"overrides.{name}", f"arch {self.arch} does not use {name} (it reads "
+                                                      f"{', '.join(sorted(arch.options_read))}); delete the key")
+        if self.teachers.vmamba is not None and not arch.uses_vmamba:
+            raise KeyProblem("teachers.vmamba", f"arch {self.arch} has no VMamba teacher (only M3, M4 and full have "
+                                                "one); delete the key")
+        return self
+
+    def recipe_overrides(self) -> dict[str, Any]:
+        """The recipe keys this variant sets itself."""
+        return self.train.model_dump(exclude_none=True)
 
 
 class EvalParams(_Section):
@@ -292,6 +358,44 @@ class Params(PlanQueries, _Section):
         return self
 
     @model_validator(mode="after")
+    def _variant_recipes_resolve(self) -> Params:
+        """Every variant's recipe is a valid recipe, and sets only keys its schedule reads."""
+        for name, variant in self.variants.items():
+            own = variant.recipe_overrides()
+            if not own:
+                continue
+            try:
+                recipe = self.recipe(name)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                problem = (error.get("ctx") or {}).get("error")
+                key, message = (problem.key, problem.message) if isinstance(problem, KeyProblem) else (
+                    ".".join(map(str, error["loc"])), error["msg"])
+                where = f"variants.{name}.train.{key}" if key in own else f"train.{key}"
+                raise KeyProblem(where, f"{message} (in the recipe of variant {name}: train, then "
+                                        f"variants.{name}.train on top)") from None
+            for key in own:
+                if key in recipe.unread:
+                    reads = ", ".join(SCHEDULE_KEYS[recipe.schedule]) or "neither t_max nor eta_min"
+                    raise KeyProblem(f"variants.{name}.train.{key}",
+                                     f"is not read: variant {name} trains with schedule {recipe.schedule}, which "
+                                     f"reads {reads}; delete the key")
+        return self
+
+    @model_validator(mode="after")
+    def _one_pin_per_weights_file(self) -> Params:
+        """Two teacher entries naming one file must pin it alike (one weights job fetches it)."""
+        seen: dict[str, tuple[str, Any]] = {}
+        for job in self.weights_jobs(every_entry=True):
+            pins = (job.settings.url, job.settings.sha256)
+            where = f"{'.'.join(job.key_prefix)}.file"
+            if job.settings.file in seen and seen[job.settings.file][1] != pins:
+                raise KeyProblem(where, f"names {job.settings.file} like {seen[job.settings.file][0]}, but pins "
+                                        f"another url/sha256; one file has one pin: use another file name")
+            seen.setdefault(job.settings.file, (where, pins))
+        return self
+
+    @model_validator(mode="after")
     def _paper_tables_get_their_arms(self) -> Params:
         """A paper table in the plan must be able to get every run it renders (`pdd.reporting.arms`)."""
         from pdd.reporting.arms import plan_arm_problems  # the arms are declared beside the published numbers
@@ -348,6 +452,23 @@ class Params(PlanQueries, _Section):
             raise ConfigError(f"unknown variant {name!r}; defined in params.variants: {', '.join(self.variants)}")
         return self.variants[name]
 
+    def recipe(self, variant: str | None = None) -> TrainParams:
+        """The training recipe of `variant`'s runs: `train`, then `variants.<variant>.train` on top (a variant's
+        own value wins over the global one, whatever set either: the file, a profile or `--set`). None: `train`.
+        The one place a recipe is resolved: training, evaluation, fingerprints and the disk plan read it."""
+        own = self.variant(variant).recipe_overrides() if variant is not None else {}
+        if not own:
+            return self.train
+        return TrainParams.model_validate({**self.train.model_dump(), **own})
+
+    def teachers_of(self, variant: str | None = None) -> TeachersParams:
+        """The teachers of `variant`'s runs: `teachers`, each entry `variants.<variant>.teachers` names replaced
+        whole (its tag, file and pins). None: `teachers`."""
+        if variant is None:
+            return self.teachers
+        own = {name: entry for name, entry in self.variant(variant).teachers if entry is not None}
+        return self.teachers.model_copy(update=own) if own else self.teachers
+
     def model_options(self, variant: str, fidelity: str | None = None) -> dict[str, Any]:
         """`build_pdd` keyword options: the fidelity's, then the variant's overrides on top."""
         fidelity = fidelity or self.model.fidelity
@@ -357,16 +478,17 @@ class Params(PlanQueries, _Section):
         options.update(self.variant(variant).overrides.as_kwargs())
         return options
 
-    def teacher_options(self) -> dict[str, Any]:
-        """`build_pdd` keyword options that choose the teachers' weights."""
-        pretrained = self.teachers.pretrained
-        return {"pretrained": pretrained, "wrn_tag": self.teachers.wrn50.tag, "teacher_seed": self.teachers.init_seed,
-                "wrn_weights": self.teachers.wrn50.file if pretrained else None,
-                "vmamba_weights": self.teachers.vmamba.file if pretrained else None}
+    def teacher_options(self, variant: str | None = None) -> dict[str, Any]:
+        """`build_pdd` keyword options that choose the teachers' weights (`variant`'s own, `teachers_of`)."""
+        teachers = self.teachers_of(variant)
+        pretrained = teachers.pretrained
+        return {"pretrained": pretrained, "wrn_tag": teachers.wrn50.tag, "teacher_seed": teachers.init_seed,
+                "wrn_weights": teachers.wrn50.file if pretrained else None,
+                "vmamba_weights": teachers.vmamba.file if pretrained else None}
 
     def build_options(self, variant: str, fidelity: str | None = None) -> dict[str, Any]:
         """Everything `build_pdd(params.variant(v).arch, fidelity, **options)` needs for this run."""
-        return {**self.teacher_options(), **self.model_options(variant, fidelity), "map_sigma": self.eval.sigma}
+        return {**self.teacher_options(variant), **self.model_options(variant, fidelity), "map_sigma": self.eval.sigma}
 
     def dataset(self, name: str) -> DatasetParams:
         if name not in self.data.datasets:

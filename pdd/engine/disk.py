@@ -43,7 +43,7 @@ class RunDisk:
 @dataclass(frozen=True)
 class CacheDisk:
     dataset: str
-    teachers: str  # which teacher family (`wrn50` for M1/M2, `wrn50+vmamba` otherwise)
+    teachers: str  # which teachers: `wrn50.<tag>` for M1/M2, `wrn50.<tag>+vmamba` otherwise
     images: int
     bytes_per_image: int
     dtype: str
@@ -89,7 +89,8 @@ def plan_disk(params: Params, runs: list[RunSpec]) -> DiskPlan:
         arch = params.variant(run.variant).arch
         options = json.dumps(params.model_options(run.variant, run.fidelity), sort_keys=True)
         state_bytes, tensors, parameter_bytes = _trainable_sizes(arch, run.fidelity, options)
-        written = _snapshot_epochs(params.train.epochs, params.train.eval_every)
+        recipe = params.recipe(run.variant)  # a variant's own epochs and snapshot cadence
+        written = _snapshot_epochs(recipe.epochs, recipe.eval_every)
         scorings = [s for s in params.eval.scorings if s in Variant(arch).scorings]
         # selected: `last` plus at most one `best_of_test` epoch per scoring
         kept = written if params.train.keep_snapshots == "all" else min(written, 1 + len(scorings))
@@ -97,8 +98,10 @@ def plan_disk(params: Params, runs: list[RunSpec]) -> DiskPlan:
                                  state_bytes + 2 * parameter_bytes + CHECKPOINT_OVERHEAD_PER_TENSOR * tensors * 3))
     seen: set[tuple[str, str, str]] = set()
     for run in runs:
-        family = "wrn50+vmamba" if Variant(params.variant(run.variant).arch).uses_vmamba else "wrn50"
-        dtype = getattr(torch, params.cache_dtype(run.fidelity))  # one cache per storage dtype
+        # one cache per set of teachers (a variant's own WRN50 tag is another teacher) and storage dtype
+        wrn50 = f"wrn50.{params.teachers_of(run.variant).wrn50.tag}"
+        family = f"{wrn50}+vmamba" if Variant(params.variant(run.variant).arch).uses_vmamba else wrn50
+        dtype = getattr(torch, params.cache_dtype(run.fidelity))
         if (run.dataset, family, str(dtype)) in seen or not params.teacher_cache_enabled(run.dataset):
             continue
         seen.add((run.dataset, family, str(dtype)))
@@ -164,7 +167,12 @@ def human(n_bytes: float) -> str:
 
 
 def format_disk_plan(plan: DiskPlan, params: Params) -> str:
-    lines = [f"# disk plan, profile {params.profile}: train.eval_every {params.train.eval_every}, "
+    own = sorted({run.run.variant for run in plan.runs
+                  if {"epochs", "eval_every"} & set(params.variant(run.run.variant).recipe_overrides())})
+    cadence = "".join(f", variants.{name}: {params.recipe(name).epochs} epochs, eval_every "
+                      f"{params.recipe(name).eval_every}" for name in own)
+    lines = [f"# disk plan, profile {params.profile}: train.epochs {params.train.epochs}, train.eval_every "
+             f"{params.train.eval_every}{cadence}, "
              f"train.keep_snapshots {params.train.keep_snapshots}, teacher cache at {params.data.image_size}px "
              f"(train.cache_fp16 {params.train.cache_fp16}: see each cache's dtype)", "",
              f"{'run':48} {'snapshot':>10} {'written':>8} {'kept':>5} {'kept bytes':>11} {'while training':>15}"]

@@ -79,8 +79,11 @@ def import_official(
             raise WeightsError(f"{path} and {checkpoints[found][0]} both hold epoch {found}")
         checkpoints[found] = (path, checkpoint)
     final = max(checkpoints)
-    # the run as trained: `train.epochs` is the last imported epoch, which `pdd evaluate` reports as `last`
-    overrides = [*overrides, f"train.epochs={final}"]
+    # the run as trained: its recipe's epochs (the variant's own where it sets them) is the last imported epoch,
+    # which `pdd evaluate` reports as `last`
+    given = load_params(params_file, overrides=overrides, profile=profile)
+    own = variant in given.variants and "epochs" in given.variant(variant).recipe_overrides()
+    overrides = [*overrides, f"{'variants.' + variant + '.' if own else ''}train.epochs={final}"]
     params: Params = load_params(params_file, overrides=overrides, profile=profile)
     spec = RunSpec(dataset, variant, Fidelity.CODE.value, seed)
     params.run_dir(*spec)  # validates the dataset and variant names

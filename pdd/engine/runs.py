@@ -20,9 +20,11 @@ from typing import Any
 import filelock
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch.utils.data import DataLoader, Dataset
 
 from pdd.config import Params, RunSpec, load_params
+from pdd.config.schema import TeachersParams, TrainParams
 from pdd.engine.results import git_state, utc_now
 from pdd.engine.rundir import RUN_LAYOUT, RunDir
 from pdd.engine.teacher_cache import TeacherFeatureCache
@@ -87,6 +89,10 @@ class RunRecord:
     numerics: dict[str, Any] | None = None
     # what a resume could not restore on its machine (e.g. the RNG states of GPUs not visible there)
     resume_notes: list[str] = field(default_factory=list)
+    # the recipe and teachers the run trained with, its variant's own values applied (`Params.recipe`,
+    # `Params.teachers_of`; None in earlier records, whose runs trained with `train` and `teachers`)
+    recipe: dict[str, Any] | None = None
+    teachers: dict[str, Any] | None = None
 
     @property
     def spec(self) -> RunSpec:
@@ -97,7 +103,14 @@ class RunRecord:
         return RunIdentity.from_dict(self.identity)
 
     def trained_params(self) -> Params:
-        return Params.model_validate(self.params)
+        try:
+            return Params.model_validate(self.params)
+        except ValidationError as exc:  # a rule this pdd added that the recorded params break
+            problem = exc.errors()[0]
+            raise PDDError(
+                f"the params recorded in this run's run.json do not validate under this pdd "
+                f"({'.'.join(map(str, problem['loc']))}: {problem['msg']}); evaluate it with the pdd commit its "
+                f"run.json records ({self.git_commit[:12]}), or train it again") from None
 
     def write(self, run_dir: RunDir) -> None:
         atomic_write_json(run_dir.record, asdict(self))
@@ -167,6 +180,16 @@ class RunContext:
     def arch(self) -> str:
         return self.params.variant(self.spec.variant).arch
 
+    @property
+    def recipe(self) -> TrainParams:
+        """The run's training recipe: `train` with its variant's own recipe on top (`Params.recipe`)."""
+        return self.params.recipe(self.spec.variant)
+
+    @property
+    def teachers(self) -> TeachersParams:
+        """The run's teachers: `teachers` with its variant's own entries (`Params.teachers_of`)."""
+        return self.params.teachers_of(self.spec.variant)
+
     def train_fingerprint(self) -> str:
         return self.params.fingerprint(self.spec, Stage.TRAIN).sha256
 
@@ -179,12 +202,15 @@ class RunContext:
 
         params = self.params
         model = build_pdd(self.arch, self.spec.fidelity, **params.build_options(self.spec.variant, self.spec.fidelity))
+        teachers = self.teachers
         for name, sha256 in teacher_weights(model).items():
-            pinned = getattr(params.teachers, name).sha256
-            if params.teachers.pretrained and pinned and sha256 != pinned:
+            pinned = getattr(teachers, name).sha256
+            if teachers.pretrained and pinned and sha256 != pinned:
+                own = getattr(params.variant(self.spec.variant).teachers, name) is not None
+                key = f"{'variants.' + self.spec.variant + '.' if own else ''}teachers.{name}"
                 raise WeightsError(
-                    f"teacher {name} weights have sha256 {sha256}, but params pin teachers.{name}.sha256={pinned}; "
-                    f"re-download teachers.{name}.file or update the pin"
+                    f"teacher {name} weights have sha256 {sha256}, but params pin {key}.sha256={pinned}; "
+                    f"re-download {key}.file or update the pin"
                 )
         return model
 
@@ -245,7 +271,8 @@ class RunContext:
             dataset=self.spec.dataset, variant=self.spec.variant, fidelity=self.spec.fidelity, seed=self.spec.seed,
             params_file=str(params_file), profile=params.profile, overrides=list(overrides), arch=self.arch,
             params=params.model_dump(mode="json"), params_sha256=params.sha256(), identity=asdict(identity),
-            image_size=params.data.image_size, epochs=params.train.epochs,
+            image_size=params.data.image_size, epochs=self.recipe.epochs,
+            recipe=self.recipe.model_dump(mode="json"), teachers=self.teachers.model_dump(mode="json"),
             demo=params.demo_only, git_commit=commit, git_dirty=dirty, device=device, teacher_cache=teacher_cache,
             **execution,
         )

@@ -90,7 +90,7 @@ class _Trainer:
         self.spec, self.dir = run.spec, run.dir
         self.params_file, self.overrides = params_file, overrides
         self.progress = progress and context.is_main
-        self.train_cfg = run.params.train
+        self.train_cfg = run.recipe  # the variant's own recipe where it has one
 
         runs.seed_everything(self.spec.seed, self.train_cfg.deterministic)
         self.numerics = devices.set_tf32(self.train_cfg.tf32)

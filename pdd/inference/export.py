@@ -103,11 +103,12 @@ def _manifest(record: Any, trained: Any, evaluation: dict[str, Any], selection: 
     options["map_sigma"] = evaluation["eval"]["sigma"]  # the smoothing the scores (and threshold) were made with
     identity = record.run_identity
     teachers = {}
+    trained_teachers = trained.teachers_of(record.variant)  # the variant's own teachers where it names them
     for name, weights in identity.teacher_weights.items():
-        settings = getattr(trained.teachers, name)
-        model = TEACHER_MODELS[name].format(tag=trained.teachers.wrn50.tag)
+        settings = getattr(trained_teachers, name)
+        model = TEACHER_MODELS[name].format(tag=trained_teachers.wrn50.tag)
         teachers[name] = {"model": model, "weights": weights, "file": teacher_files[name], "url": settings.url,
-                          **({"seed": trained.teachers.init_seed} if weights == RANDOM_INIT else {})}
+                          **({"seed": trained_teachers.init_seed} if weights == RANDOM_INIT else {})}
     return {
         "format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "pdd_version": __version__,
         "run": {"id": record.spec.id, "dataset": record.dataset, "variant": record.variant, "arch": record.arch,

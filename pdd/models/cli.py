@@ -1,4 +1,5 @@
-"""`pdd weights fetch vmamba|wrn50`: the workflow's weights jobs put the teacher files named in params in place;
+"""`pdd weights fetch vmamba|wrn50 [--variant V]`: the workflow's weights jobs put the teacher files named in params
+(globally, or by a variant for its own runs) in place;
 `pdd weights import-official FILE...`: a run directory of the authors' checkpoints (`pdd.engine.import_official`).
 
 Resolution, download (resumable), sha256 checks and the offline instructions are `pdd.models.weights`';
@@ -19,18 +20,20 @@ TEACHERS = ("vmamba", "wrn50")
 RANDOM_INIT_HINT = "; or run with random-init teachers (--set teachers.pretrained=false)"
 
 
-def fetch_weights(params: Params, teacher: str) -> Path:
-    """Return the verified file `params.teachers.<teacher>` names, downloading it first when it is missing."""
+def fetch_weights(params: Params, teacher: str, variant: str | None = None) -> Path:
+    """Return the verified file `params.teachers.<teacher>` names (`variant`'s own teacher where it names one,
+    `Params.teachers_of`), downloading it first when it is missing."""
     from pdd.models.weights import ensure_weights  # lazily: every `pdd` command imports this module
 
     if teacher not in TEACHERS:
         raise WeightsError(f"unknown teacher {teacher!r}; use one of: {', '.join(TEACHERS)}")
-    settings = getattr(params.teachers, teacher)
+    settings = getattr(params.teachers_of(variant), teacher)
+    own = variant is not None and getattr(params.variant(variant).teachers, teacher) is not None
     pinned = VMAMBA_TINY_WEIGHTS if teacher == "vmamba" else WRN50_WEIGHTS[settings.tag]
     # a url of one's own is checked only against a sha256 of one's own; the pin's file also by its name's digits
     sha256 = settings.sha256 or (pinned.sha256 if settings.url == pinned.url else None)
     spec = replace(pinned, filename=Path(settings.file).name, url=settings.url, sha256=sha256,
-                   pinned_by=f"teachers.{teacher}.sha256")
+                   pinned_by=f"{'variants.' + variant + '.' if own else ''}teachers.{teacher}.sha256")
     return ensure_weights(spec, settings.file, hint=RANDOM_INIT_HINT)
 
 
@@ -40,7 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = weights.add_subparsers(dest="weights_command", required=True)
     fetch = actions.add_parser("fetch", help="download (resuming a partial file) and verify a teacher checkpoint")
     fetch.add_argument("teachers", nargs="*", metavar="TEACHER",
-                       help=f"which teachers ({', '.join(TEACHERS)}; default: both)")
+                       help=f"which teachers ({', '.join(TEACHERS)}; default: every teacher file params name, the "
+                            "variants' own included)")
+    fetch.add_argument("--variant", default=None,
+                       help="the teacher files this variant's runs use (its own where it names them)")
     add_params_arguments(fetch)
     fetch.set_defaults(func=_fetch)
     official = actions.add_parser(
@@ -59,8 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _fetch(args: argparse.Namespace) -> int:
     params = params_from_args(args)
-    for teacher in args.teachers or TEACHERS:
-        print(f"{teacher}: {fetch_weights(params, teacher)} OK")
+    if args.teachers or args.variant is not None:
+        wanted = [(teacher, args.variant) for teacher in args.teachers or TEACHERS]
+    else:
+        wanted = [(job.teacher, job.variant) for job in params.weights_jobs()]
+    for teacher, variant in wanted:
+        print(f"{teacher}{'' if variant is None else ' of ' + variant}: {fetch_weights(params, teacher, variant)} OK")
     return 0
 
 

@@ -57,6 +57,22 @@ class Variant(str, enum.Enum):
         """`ts` always; `ss` compares the two student paths, so only an architecture with two has it."""
         return (Scoring.TS, Scoring.SS) if len(self.student_paths) == 2 else (Scoring.TS,)
 
+    @property
+    def options_read(self) -> frozenset[str]:
+        """The tunable options this architecture's model and loss read (`PDDModel`, `PDDLoss`); setting another
+        changes nothing of it, so a variant may not (`pdd params check`; tests/models/test_pdd_loss.py checks
+        each against the loss)."""
+        if not self.uses_vmamba:  # RD4AD's loss on its one student; its targets are the frozen teacher's features
+            return frozenset({"cosine", "lambda_kr"})
+        read = {"detach_targets"}  # the fused targets train through the losses unless detached
+        if "plain" in self.student_paths:
+            read |= {"lambda_kr"}  # L_kr: an MSE, no cosine
+        if "prior" in self.student_paths:
+            read |= {"lambda_prp", "alpha", "beta", "cosine", "prp_cos_sign"}
+        if len(self.student_paths) == 2:
+            read |= {"shared_students", "layerloss", "lambda_div", "tau_low", "tau_high", "low_dim_layers"}
+        return frozenset(read)
+
 
 class Fidelity(str, enum.Enum):
     """`code`: what the released code computes (the default); `paper`: what the paper's equations say."""

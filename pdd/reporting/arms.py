@@ -54,6 +54,15 @@ def table_arms(table: str) -> tuple[Arm, ...]:
     return tuple(Arm(row, OURS, **{**arm, "marks": tuple(arm.get("marks", ()))}) for row, arm in spec["arms"].items())
 
 
+@functools.lru_cache(maxsize=None)
+def rerun_arms(table: str) -> tuple[Arm, ...]:
+    """The re-runs of a table's published baselines (`reruns` in published.yaml): per row, one arm per re-run
+    baseline column on that row's dataset, in the table's row order (none for a table without re-runs)."""
+    reruns = published_tables()[table].get("reruns", {})
+    return tuple(Arm(arm.row, column, arm.dataset, **spec) for arm in table_arms(table)
+                 for column, spec in reruns.items())
+
+
 def components(table: str) -> list[str]:
     """The column heads the check marks of a table's arms stand under (LaTeX, as the paper prints them)."""
     return list(published_tables()[table]["components"])
@@ -99,6 +108,12 @@ def plan_arm_problems(params: Any) -> Iterator[tuple[str, str]]:
                 yield f"plan.{table}", (f"{where} is not a run of plan.{table} at fidelity {fidelity}; the table "
                                         f"needs it — add datasets: [{arm.dataset}], variants: [{arm.variant}] "
                                         f"to plan.{table} {remedy}")
+        for arm in _distinct(rerun_arms(table)):  # optional, but a planned re-run must be the baseline's
+            if (arm.dataset, arm.variant) in planned and params.variants[arm.variant].arch != arm.arch:
+                yield f"plan.{table}", (f"the {arm.column} re-run {arm.name} ({arm.arch}): variants.{arm.variant} "
+                                        f"has arch {params.variants[arm.variant].arch}; the re-run of {arm.column} "
+                                        f"needs {arm.arch} — set variants.{arm.variant}.arch: {arm.arch} or remove "
+                                        f"{arm.variant} from plan.{table}")
 
 
 def _distinct(arms: tuple[Arm, ...]) -> Iterator[Arm]:

@@ -12,7 +12,9 @@ p-values, one for the claim and one against it, Holm-corrected within the claim'
 
 Each is tested at (1 − level)/2, so a `greater` claim is *supported* exactly when the Holm-adjusted central
 `level` interval of Δ lies above 0, *contradicted* when it lies below, and *not significant* otherwise.
-The format is general on purpose: another run (a re-run baseline such as RD4AD) is just another arm.
+The format is general on purpose: another run (a re-run baseline such as RD4AD) is just another arm. A claim
+between two runs may name the margin the paper publishes for it (`paper_margin`: PDD − RD4AD in one of its
+tables), which the report sets beside ours and its interval (`MarginComparison`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Callable, Literal
 import yaml
 
 from pdd.errors import PDDError
+from pdd.reporting.published import published
 from pdd.reporting.uncertainty import Evidence, Interval, holm
 
 Relation = Literal["greater", "less", "within"]
@@ -65,6 +68,24 @@ class PaperArm:
 
 
 @dataclass(frozen=True)
+class PaperMargin:
+    """The difference of two methods' numbers in one row of a paper table (`a` − `b`, e.g. PDD − RD4AD)."""
+
+    table: str
+    row: str
+    a: str
+    b: str
+
+    def value(self, metric: str) -> float:
+        """The published margin in percentage points."""
+        return published(self.table, self.row, self.a, metric) - published(self.table, self.row, self.b, metric)
+
+    @property
+    def label(self) -> str:
+        return f"paper {self.table.replace('table', 'T')} {self.row}: {self.a} − {self.b}"
+
+
+@dataclass(frozen=True)
 class Claim:
     family: str
     says: str
@@ -74,6 +95,7 @@ class Claim:
     relation: Relation
     b: RunArm | PaperArm
     margin: float = 0.0
+    paper_margin: PaperMargin | None = None  # the margin the paper publishes for a − b (two runs)
 
     @property
     def statement(self) -> str:
@@ -108,6 +130,11 @@ def parse_claims(document: dict[str, list[dict[str, Any]]]) -> list[Claim]:
                             a=_arm(entry["a"]), relation=entry["relation"], margin=float(entry.get("margin", 0.0)))
                 if base["relation"] not in RELATION_SYMBOLS:
                     raise ValueError(f"relation {base['relation']!r} is not one of {sorted(RELATION_SYMBOLS)}")
+                if "paper_margin" in entry:
+                    if "paper" in entry["b"]:
+                        raise ValueError("paper_margin compares two of our runs with the paper's margin; b is a "
+                                         "published number")
+                    base["paper_margin"] = PaperMargin(**entry["paper_margin"])
                 if "paper" in entry["b"]:
                     paper = entry["b"]["paper"]
                     columns = paper["column"] if isinstance(paper["column"], list) else [paper["column"]]
@@ -172,6 +199,28 @@ def judge_claims(claims: list[Claim], evidence_of: Callable[[Claim], Evidence], 
         results.append(ClaimResult(item.claim, verdict, item.evidence.estimate, item.evidence.interval(level),
                                    p_for, p_against, item.evidence.method))
     return results
+
+
+@dataclass(frozen=True)
+class MarginComparison:
+    """A claim's margin as the paper publishes it beside ours (percentage points): *reproduced* when the paper's
+    lies inside our interval of a − b (at the report's level, not Holm-adjusted: the question is the size of the
+    margin, not whether it is positive), *smaller* / *larger* when our whole interval lies below / above it."""
+
+    result: ClaimResult
+    paper: float  # pp
+
+    @property
+    def verdict(self) -> str:
+        low, high = 100 * self.result.interval.low, 100 * self.result.interval.high
+        return "reproduced" if low <= self.paper + 1e-9 and self.paper <= high + 1e-9 else (
+            "smaller" if high < self.paper else "larger")
+
+
+def margin_comparisons(results: list[ClaimResult]) -> list[MarginComparison]:
+    """The comparison of every tested claim that names a published margin."""
+    return [MarginComparison(result, result.claim.paper_margin.value(result.claim.metric)) for result in results
+            if result.claim.paper_margin is not None and result.interval is not None]
 
 
 class MissingArm(PDDError):

@@ -26,15 +26,16 @@ def format_measured(measured: Measured, digits: int) -> str:
     return text
 
 
-def rank_styles(values: Sequence[float], digits: int) -> list[str | None]:
-    """'best' / 'second' for the highest and second-highest printed values (ties share a style)."""
-    rounded = [round(v, digits) for v in values]
-    distinct = sorted(set(rounded), reverse=True)
-    style = {distinct[0]: "best"} | ({distinct[1]: "second"} if len(distinct) > 1 else {})
-    return [style.get(v) for v in rounded]
+def rank_styles(values: Sequence[float | None], digits: int) -> list[str | None]:
+    """'best' / 'second' for the highest and second-highest printed values (ties share a style); a None value
+    (a cell with no number, e.g. a re-run the plan leaves out) is not ranked."""
+    rounded = [None if v is None else round(v, digits) for v in values]
+    distinct = sorted({v for v in rounded if v is not None}, reverse=True)
+    style = ({distinct[0]: "best"} if distinct else {}) | ({distinct[1]: "second"} if len(distinct) > 1 else {})
+    return [None if v is None else style.get(v) for v in rounded]
 
 
-def styled_cells(texts: Sequence[str], values: Sequence[float], digits: int) -> list[dict[str, Any]]:
+def styled_cells(texts: Sequence[str], values: Sequence[float | None], digits: int) -> list[dict[str, Any]]:
     """Template cells: each printed text with the best/second style its value earns among `values`."""
     return [{"text": t, "style": s} for t, s in zip(texts, rank_styles(values, digits))]
 

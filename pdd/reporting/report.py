@@ -7,7 +7,8 @@ scores (`eval/epoch_XXX.json`), never from a number typed in:
   (`pdd.reporting.uncertainty`); *reproduced* when the paper's value lies inside it, *lower* / *higher*
   otherwise, with ours − paper and its interval; the fixed tolerance (`reporting.gap_tolerance`) beside it;
 * **claims** (`claims.yaml`): paired tests between our runs on the same test images, or our interval against a
-  published number, Holm-corrected per table (`pdd.reporting.claims`);
+  published number, Holm-corrected per table (`pdd.reporting.claims`); among them PDD against the baselines pdd
+  re-runs under its own protocol (RD4AD), with the margin the paper publishes beside ours;
 * **the paper against itself** (`pdd.reporting.audit`);
 * **selection optimism**: `best_of_test` − `last` AUROC per run, the best snapshot picked inside every
   resample, so that its interval carries the choice as well as the test set;
@@ -39,10 +40,12 @@ from pdd.reporting.claims import (
     MEAN_CLASS,
     Claim,
     ClaimResult,
+    MarginComparison,
     MissingArm,
     PaperArm,
     RunArm,
     judge_claims,
+    margin_comparisons,
     paper_claims,
 )
 from pdd.reporting.figures import ForestRow, forest_figure, save_figure
@@ -204,6 +207,7 @@ class SelectionRow:
 class ReplicationReport:
     cells: list[CellResult]
     claims: list[ClaimResult]
+    margins: list[MarginComparison]  # the paper's margin over a re-run baseline beside ours
     findings: list[Finding]
     optimism: list[OptimismRow]
     run_rows: list[RunRow]
@@ -520,7 +524,8 @@ class ReportBuilder:
         claim_results = judge_claims(list(claims), functools.partial(self._evidence, claim_arms, list(claims)),
                                      self.uncertainty.level)
         ordered_runs = sorted(runs.values(), key=lambda run: run.path)
-        return ReplicationReport(cell_results, claim_results, audit(), self._optimism(), self._run_rows(),
+        return ReplicationReport(cell_results, claim_results, margin_comparisons(claim_results), audit(),
+                                 self._optimism(), self._run_rows(),
                                  selection_rows(ordered_runs), ordered_runs, self.uncertainty,
                                  [table.name for table in tables])
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pdd.errors import ConfigError
-from pdd.reporting.arms import components, table_arms
+from pdd.reporting.arms import Arm, components, rerun_arms, table_arms
 from pdd.reporting.latex import format_measured, format_value, ranked_rows, styled_cells, template_environment
 from pdd.reporting.published import OURS, methods, published, tau_column
 from pdd.reporting.results import Measured, Query, ResultsIndex, Run, metric_key
@@ -65,6 +65,8 @@ class ReportSettings:
     gap_tolerance: float = 0.03  # |ours - paper| as a fraction in [0, 1]
     table5_arms: tuple[Table5Arm, ...] = ()
     results_tables: tuple[ResultsTable, ...] = ()
+    # the baseline re-runs the plan has (`pdd.reporting.arms.rerun_arms`): (table, dataset, variant)
+    reruns: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.selection not in SELECTIONS:
@@ -72,6 +74,10 @@ class ReportSettings:
 
     def results_table(self, name: str) -> ResultsTable | None:
         return next((table for table in self.results_tables if table.name == name), None)
+
+    def planned(self, table: str, arm: Arm) -> bool:
+        """Whether the plan has this baseline re-run (a re-run it leaves out is printed as --)."""
+        return (table, arm.dataset, arm.variant) in self.reruns
 
     @classmethod
     def from_params(cls, params: Any) -> ReportSettings:
@@ -85,9 +91,16 @@ class ReportSettings:
             for variant in entry.variants:
                 options = PDDOptions.resolve(params.variant(variant).arch, fidelity, **params.model_options(variant))
                 arms.extend(Table5Arm(d, variant, options.tau_low, options.tau_high) for d in entry.datasets)
+        reruns = []
+        for table in TABLES:
+            planned = {(run.dataset, run.variant) for run in params.plan_runs(table)
+                       if run.fidelity == fidelity} if table in params.plan else set()
+            reruns += [(table, arm.dataset, arm.variant) for arm in rerun_arms(table)
+                       if (arm.dataset, arm.variant) in planned]
         return cls(
             fidelity=fidelity,
             selection=params.reporting.selection,
+            reruns=tuple(dict.fromkeys(reruns)),
             seeds=tuple(params.seeds),
             gap_tolerance=params.reporting.gap_tolerance,
             table5_arms=tuple(sorted(arms, key=lambda arm: _dataset_order(arms, arm.dataset))),
@@ -180,43 +193,90 @@ class _CellReader:
 # lay it out.
 
 
+def rerun_label(method: str) -> str:
+    """The column of a baseline re-run under pdd's protocol, beside its published one."""
+    return f"{method} (re-run)"
+
+
+def _baseline_headers(table: str) -> list[str]:
+    """The baseline columns in the paper's order, each re-run baseline as its published and its re-run column."""
+    reruns = {arm.column for arm in rerun_arms(table)}
+    headers = []
+    for method in (m for m in methods(table) if m != OURS):
+        headers += [f"{method} (paper)", rerun_label(method)] if method in reruns else [method]
+    return headers
+
+
+def _comparison_row(reader: _CellReader, arm: Arm, metric: str, digits: int, classes: Sequence[str] = (),
+                    ) -> tuple[list[dict[str, Any]], str]:
+    """One metric of one row of a comparison table (1 or 2): the published baselines, each planned re-run of one
+    beside its published value ("--" where the plan has none), ours; ranked together. Returns the cells and the
+    paper's PDD value. `classes`: the mean over these classes (Table 2's mean row); else `arm.row`'s class if
+    the table has classes, else every image."""
+    table = reader.table
+    reruns = {rerun.column: rerun for rerun in rerun_arms(table) if rerun.row == arm.row}
+    cls = None if classes or table == "table1" else arm.row
+
+    def measure(run: Arm) -> Measured:
+        return reader.measure(run.dataset, run.variant, metric, run.scoring, cls=cls, mean_over_classes=classes)
+
+    label = DATASET_LABELS[arm.dataset] if table == "table1" else arm.row
+    ours = measure(arm)  # PDD's run first: a missing run of the table's own is the one named
+    paper = published(table, arm.row, arm.column, metric)
+    reader.record(label, OURS, metric, ours, paper)
+    texts: list[str] = []
+    values: list[float | None] = []
+    for method in (m for m in methods(table) if m != OURS):
+        published_value = published(table, arm.row, method, metric)
+        texts.append(format_value(published_value, digits))
+        values.append(published_value)
+        if method in reruns:
+            rerun = reruns[method]
+            if reader.settings.planned(table, rerun):
+                measured = measure(rerun)
+                reader.record(label, rerun_label(method), metric, measured, published_value)
+                texts.append(format_measured(measured, digits))
+                values.append(100.0 * measured.mean)
+            else:
+                texts.append("--")
+                values.append(None)
+    texts.append(format_measured(ours, digits))
+    values.append(100.0 * ours.mean)
+    return styled_cells(texts, values, digits), format_value(paper, digits)
+
+
+def _rerun_context(table: str, settings: ReportSettings) -> dict[str, Any]:
+    """What the caption says about a table's baseline re-runs: which it has, and which the plan left out."""
+    arms = rerun_arms(table)
+    return {"reruns": sorted({arm.column for arm in arms if settings.planned(table, arm)}),
+            "reruns_missing": sorted({arm.column for arm in arms if not settings.planned(table, arm)}),
+            "rerun_variants": sorted({arm.variant for arm in arms})}
+
+
 def build_table1(reader: _CellReader) -> BuiltTable:
-    """AUROC of the full model on four datasets beside the six published baselines."""
+    """AUROC of the full model on four datasets beside the six published baselines and RD4AD's re-run."""
     digits, metric = 1, "image_AUROC"
-    baselines = [m for m in methods("table1") if m != OURS]
     body = []
     for arm in table_arms("table1"):
-        measured = reader.measure(arm.dataset, arm.variant, metric, arm.scoring)
-        paper = published("table1", arm.row, arm.column, metric)
-        reader.record(DATASET_LABELS[arm.dataset], OURS, metric, measured, paper)
-        values = [published("table1", arm.row, b, metric) for b in baselines] + [100.0 * measured.mean]
-        texts = [format_value(v, digits) for v in values[:-1]] + [format_measured(measured, digits)]
-        cells = styled_cells(texts, values, digits)
-        body.append({"label": DATASET_LABELS[arm.dataset], "cells": cells, "paper": format_value(paper, digits)})
-    return reader.built({"baselines": baselines, "rows": body})
+        cells, paper = _comparison_row(reader, arm, metric, digits)
+        body.append({"label": DATASET_LABELS[arm.dataset], "cells": cells, "paper": paper})
+    return reader.built({"baselines": _baseline_headers("table1"), "rows": body,
+                         **_rerun_context("table1", reader.settings)})
 
 
 def build_table2(reader: _CellReader) -> BuiltTable:
-    """Uni-Medical per class and mean: AUROC / AP / F1-max, six baselines, ours beside the paper."""
+    """Uni-Medical per class and mean: AUROC / AP / F1-max, six baselines and RD4AD's re-run, ours beside the
+    paper."""
     digits = 1
-    baselines = [m for m in methods("table2") if m != OURS]
     arms = table_arms("table2")
     classes = [arm.row for arm in arms if arm.row != MEAN_ROW]
     body = []
     for arm in arms:
-        per_metric = []
-        for metric in IMAGE_METRICS:
-            if arm.row == MEAN_ROW:
-                measured = reader.measure(arm.dataset, arm.variant, metric, arm.scoring, mean_over_classes=classes)
-            else:
-                measured = reader.measure(arm.dataset, arm.variant, metric, arm.scoring, cls=arm.row)
-            paper = published("table2", arm.row, arm.column, metric)
-            reader.record(arm.row, OURS, metric, measured, paper)
-            values = [published("table2", arm.row, b, metric) for b in baselines] + [100.0 * measured.mean]
-            texts = [format_value(v, digits) for v in values[:-1]] + [format_measured(measured, digits)]
-            per_metric.append((styled_cells(texts, values, digits), format_value(paper, digits)))
+        per_metric = [_comparison_row(reader, arm, metric, digits, classes if arm.row == MEAN_ROW else ())
+                      for metric in IMAGE_METRICS]
         # regroup from metric-major to method-major: one "AUROC/AP/F1" triple per method
-        methods_cells = [[per_metric[m][0][i] for m in range(len(IMAGE_METRICS))] for i in range(len(baselines) + 1)]
+        columns = len(per_metric[0][0])
+        methods_cells = [[cells[i] for cells, _ in per_metric] for i in range(columns)]
         body.append(
             {
                 "label": "Mean" if arm.row == MEAN_ROW else arm.row,
@@ -225,7 +285,8 @@ def build_table2(reader: _CellReader) -> BuiltTable:
                 "paper": [paper for _, paper in per_metric],
             }
         )
-    return reader.built({"baselines": baselines, "rows": body})
+    return reader.built({"baselines": _baseline_headers("table2"), "rows": body,
+                         **_rerun_context("table2", reader.settings)})
 
 
 def _ablation_rows(reader: _CellReader, table: str, digits: int) -> BuiltTable:

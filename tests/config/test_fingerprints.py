@@ -20,7 +20,7 @@ from pdd.config.fingerprints import (
     Stage,
     dotted,
     leaf_keys,
-    owner_of,
+    owners,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,6 +48,17 @@ def expected_owner(key: str, params) -> Stage | None:
         return {"seed": PREPARE, "classes": TRAIN, "teacher_cache": TRAIN, **folder}[part[-1]]
     if part[0] == "teachers" and part[-1] in ("url", "sha256"):
         return PREPARE
+    variant = next((name for name in params.variants if key.startswith(f"variants.{name}.")), None)
+    section, *rest = key.removeprefix(f"variants.{variant}.").split(".") if variant else ("", "")
+    if section in ("train", "teachers"):
+        # a variant's own recipe or teacher: read where it is set (an unset one leaves the global key read; setting
+        # it changes which keys the run reads, and so its fingerprint); its schedule's parameters only if used
+        own = params.variants[variant].model_dump(mode="json")[section][rest[0]]
+        if own is None:
+            return None
+        if section == "train":
+            return None if rest[0] in params.recipe(variant).unread else TRAIN
+        return {"tag": TRAIN, "file": None, "url": PREPARE, "sha256": PREPARE}[rest[-1]]
     if part[0] in ("model", "variants", "train"):
         return TRAIN
     if part[0] == "eval":
@@ -62,8 +73,9 @@ def test_every_leaf_key_belongs_to_the_expected_earliest_stage(profile):
     params = load_params(REPO / "params.yaml", profile=profile)
     keys = [dotted(key) for key in leaf_keys(params.model_dump(mode="json"))]
     assert len(keys) > 150  # every option of every variant and fidelity, not only what the file spells out
-    mismatches = {key: (owner_of(params, key), expected_owner(key, params)) for key in keys
-                  if owner_of(params, key) != expected_owner(key, params)}
+    owned = owners(params)
+    mismatches = {key: (owned.get(key), expected_owner(key, params)) for key in keys
+                  if owned.get(key) != expected_owner(key, params)}
     assert mismatches == {}
 
 
@@ -127,3 +139,20 @@ def test_the_fingerprint_names_the_keys_it_covers():
     fingerprint = params.fingerprint(RunSpec("headct", "full", "code", 0), "evaluate")
     assert "eval.sigma" in fingerprint.keys and "train.lr" not in fingerprint.keys
     assert len(fingerprint.sha256) == 64
+
+
+def test_a_variant_recipe_edit_retrains_that_variant_only():
+    """RD4AD's own recipe (variants.rd4ad.train) is what its runs read: editing it retrains every rd4ad run and
+    nothing else; a global recipe edit retrains the others, never rd4ad where it sets the key itself, and a
+    schedule parameter its constant schedule does not read retrains nothing of it."""
+    datasets = ("headct", "brainmri", "zhanglab", "chexpert", "unimedical")
+    rd4ad = {("train", f"{d}/rd4ad/{f}/seed0") for d in datasets for f in FIDELITIES}
+    assert changed_jobs("variants.rd4ad.train.lr=0.001") == rd4ad
+    assert changed_jobs("variants.rd4ad.teachers.wrn50.tag=racm_in1k") == rd4ad
+    for edit in ("train.lr=0.001", "train.epochs=50", "train.t_max=20"):
+        changed = changed_jobs(edit)
+        assert changed and {stage for stage, _ in changed} == {"train"} and not changed & rd4ad, edit
+    assert changed_jobs("train.bf16_autocast=true") >= rd4ad  # not a recipe key: one setting for every run
+    keys = load_params(REPO / "params.yaml").fingerprint(RunSpec("headct", "rd4ad", "code", 0), TRAIN).keys
+    assert {"variants.rd4ad.train.lr", "variants.rd4ad.teachers.wrn50.tag", "train.bf16_autocast"} <= set(keys)
+    assert not {"train.lr", "train.t_max", "train.eta_min", "teachers.wrn50.tag"} & set(keys)

@@ -126,7 +126,9 @@ def test_plan_runs_per_table():
     params = load_params(PARAMS, ["seeds=[0, 1]"])
     table1 = params.plan_runs("table1")
     assert {run.dataset for run in table1} == {"headct", "zhanglab", "brainmri", "chexpert"}
-    assert {run.variant for run in table1} == {"full"} and len(table1) == 8
+    # PDD and the RD4AD re-run on every dataset, each at both seeds
+    assert {run.variant for run in table1} == {"full", "rd4ad"} and len(table1) == 16
+    assert [run.variant for run in params.plan_runs("table2")] == ["full", "full", "rd4ad", "rd4ad"]
     assert RunSpec("brainmri", "full-nodiv", "code", 1) in params.plan_runs("table4")
     assert [run.variant for run in params.plan_runs("table3") if run.seed == 0] == ["M1", "M2", "M3", "M4", "full"]
     everything = params.plan_runs()
@@ -180,3 +182,53 @@ def test_a_removed_key_says_what_replaced_it(tmp_path):
         load_params(path)
     with pytest.raises(ConfigError, match="checkpoint_every was removed"):
         load_params(PARAMS, ["train.checkpoint_every=5"])
+
+
+def test_a_variant_trains_with_its_own_recipe_and_teachers_over_the_global_ones():
+    params = load_params(PARAMS)
+    recipe = params.recipe("rd4ad")  # RD4AD's main.py
+    assert (recipe.lr, recipe.betas, recipe.schedule, recipe.epochs, recipe.batch_size, recipe.eval_every) == (
+        5e-3, [0.5, 0.999], "constant", 200, 16, 10)
+    assert recipe.unread == ("t_max", "eta_min") and params.recipe("M1") == params.train
+    assert recipe.num_workers == params.train.num_workers  # execution settings stay global
+    assert params.teachers_of("rd4ad").wrn50.tag == "tv_in1k" and params.teachers_of("M1").wrn50.tag == "racm_in1k"
+    assert params.build_options("rd4ad")["wrn_weights"] == "weights/wide_resnet50_2-95faca4d.pth"
+    assert params.teachers_of("rd4ad").wrn50.url.endswith("wide_resnet50_2-95faca4d.pth")  # the tag's pinned file
+    assert params.model_options("rd4ad", "paper") == {"cosine": "global"}  # RD4AD's loss whatever the fidelity
+
+
+def test_a_profile_shrinks_a_variant_recipe_and_set_beats_both():
+    """A variant's own value wins over `train.*` whoever set either; profiles and --set edit either key."""
+    demo = load_params(PARAMS, profile="demo")
+    assert all(demo.recipe(run.variant).epochs == 2 for run in demo.plan_runs())  # the demo trains nothing long
+    assert demo.recipe("rd4ad").batch_size == 4 and demo.recipe("rd4ad").lr == 5e-3
+    edited = load_params(PARAMS, ["train.epochs=5", "variants.rd4ad.train.epochs=3"], profile="demo")
+    assert (edited.recipe("full").epochs, edited.recipe("rd4ad").epochs) == (5, 3)
+    assert load_params(PARAMS, ["train.epochs=5"], profile="demo").recipe("rd4ad").epochs == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("variants.rd4ad.train.t_max=40", "variants.rd4ad.train.t_max: is not read: variant rd4ad trains with "
+                                          "schedule constant, which reads neither t_max nor eta_min; delete the key"),
+        ("variants.tau-0.40-0.75.train={schedule: cosine_single, t_max: 40}",
+         "variants.tau-0.40-0.75.train.t_max: is not read: variant tau-0.40-0.75 trains with schedule cosine_single"),
+        ("variants.rd4ad.train.num_workers=4",
+         "variants.rd4ad.train.num_workers: unknown key; allowed here: optimizer"),
+        ("variants.rd4ad.train.batch_size=0", "variants.rd4ad.train.batch_size: Input should be greater than or equal"),
+        ("variants.M1.train.lr=1.0e-4", "train.eta_min: must not exceed train.lr (0.0001), got 0.0002 (in the recipe "
+                                        "of variant M1"),
+        ("variants.rd4ad.overrides.tau_low=0.5", "variants.rd4ad.overrides.tau_low: arch M1 does not use tau_low "
+                                                 "(it reads cosine, lambda_kr); delete the key"),
+        ("variants.rd4ad.teachers.vmamba.file=weights/v.pth",
+         "variants.rd4ad.teachers.vmamba: arch M1 has no VMamba teacher"),
+        ("variants.M1.teachers.wrn50={tag: tv_in1k, file: weights/wide_resnet50_racm-8234f177.pth}",
+         "variants.M1.teachers.wrn50.file: names weights/wide_resnet50_racm-8234f177.pth like teachers.wrn50.file, "
+         "but pins another url/sha256"),
+    ],
+)
+def test_a_variant_override_the_run_cannot_use_is_refused_naming_it(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_params(PARAMS, [override])
+    assert message in str(error.value)

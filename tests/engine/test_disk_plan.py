@@ -61,7 +61,7 @@ def test_plan_disk_on_the_command_line_prints_per_run_and_total_figures(repo_roo
     selected = subprocess.run([sys.executable, "-m", "pdd", "params", "plan", "--disk", "--table", "table4",
                                "--set", "data.datasets.brainmri.teacher_cache=false"], cwd=repo_root,
                               capture_output=True, text=True, timeout=600)
-    assert selected.returncode == 0 and "brainmri (wrn50+vmamba)" not in selected.stdout
+    assert selected.returncode == 0 and "brainmri (wrn50.racm_in1k+vmamba)" not in selected.stdout
     assert "after the plan completes" in selected.stdout
 
 

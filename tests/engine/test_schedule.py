@@ -42,3 +42,8 @@ def test_optimizer_is_the_authors_adam():
 def test_unknown_schedule_is_refused():
     with pytest.raises(ValueError, match="cosine_periodic"):
         build_scheduler(build_optimizer([torch.nn.Parameter(torch.zeros(1))]), "linear")
+
+
+def test_constant_schedule_keeps_the_initial_rate_as_rd4ad_does():
+    """RD4AD's main.py steps Adam(lr 0.005) for 200 epochs with no scheduler."""
+    assert set(_learning_rates("constant", epochs=20)) == {2e-3}

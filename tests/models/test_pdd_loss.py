@@ -17,7 +17,7 @@ from pdd.models.loss import (
     sample_cosine,
 )
 from pdd.errors import ConfigError
-from pdd.models.options import PDDOptions
+from pdd.models.options import PDDOptions, Variant
 
 
 def unit_pair(cos: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,3 +213,46 @@ def test_official_layerloss_modes_need_the_two_student_model():
         PDDOptions.resolve("M4", "code", layerloss=1)
     with pytest.raises(ConfigError, match="layerloss must be one of"):
         PDDOptions.resolve("full", "code", layerloss=3)  # crashes in the official script (outputs[9:12])
+
+
+# A value of each tunable option other than every architecture's `code` default, chosen so that each loss term it
+# enters is active on the maps below (students' cosine ~0.95: above τ_low, above τ_high)
+OTHER_VALUES = {"prp_cos_sign": -1, "tau_low": 0.0, "tau_high": 1.0, "low_dim_layers": 3, "cosine": "local",
+                "detach_targets": True, "layerloss": 2, "alpha": 2.0, "beta": 1.0, "lambda_kr": 0.5,
+                "lambda_prp": 0.5, "lambda_div": 0.1}
+
+
+@pytest.mark.parametrize("variant", list(Variant))
+def test_an_architecture_reads_exactly_the_options_it_declares(variant, levels):
+    """`Variant.options_read` (what `pdd params check` lets a variant override) against the loss: changing an
+    option it declares changes the loss or a gradient, changing any other changes neither."""
+    students_a, targets = levels
+    gen = torch.Generator().manual_seed(1)
+    paths = {"prior": students_a, "plain": [x + 0.3 * torch.randn(x.shape, generator=gen) for x in students_a]}
+
+    def outcome(**option):
+        # M1/M2's targets are the frozen teacher's features: no gradient to detach
+        leaves = {f"{path}{i}": x.clone().requires_grad_(True) for path in variant.student_paths
+                  for i, x in enumerate(paths[path])}
+        leaves |= {f"T{i}": t.clone().requires_grad_(variant.uses_vmamba) for i, t in enumerate(targets)}
+        terms = PDDLoss(PDDOptions.resolve(variant, "code", **option))(
+            {path: [leaves[f"{path}{i}"] for i in range(3)] for path in variant.student_paths},
+            [leaves[f"T{i}"] for i in range(3)])
+        trainable = [leaf for leaf in leaves.values() if leaf.requires_grad]
+        return [terms["total"], *torch.autograd.grad(terms["total"], trainable, allow_unused=True)]
+
+    def differs(first, second) -> bool:
+        return any((x is None) != (y is None) or (x is not None and not torch.equal(x, y))
+                   for x, y in zip(first, second))
+
+    base = outcome()
+    for name, value in OTHER_VALUES.items():
+        if name == "layerloss" and variant is not Variant.FULL:
+            with pytest.raises(ConfigError, match="needs variant 'full'"):
+                PDDOptions.resolve(variant, "code", layerloss=value)
+            assert name not in variant.options_read
+            continue
+        assert differs(base, outcome(**{name: value})) == (name in variant.options_read), name
+    # the one option the model, not the loss, reads: whether two student paths share one decoder
+    assert ("shared_students" in variant.options_read) == (len(variant.student_paths) == 2)
+    assert variant.options_read <= set(PDDOptions.tunable_fields())

@@ -9,7 +9,7 @@ import pytest
 
 from pdd.config import load_params
 from pdd.errors import ConfigError
-from pdd.reporting.arms import table_arms
+from pdd.reporting.arms import rerun_arms, table_arms
 from pdd.reporting.published import published_tables, rows
 
 
@@ -19,6 +19,8 @@ def test_every_arm_of_every_table_is_in_the_shipped_plan(repo_root):
         for table in published_tables():
             planned = {(run.dataset, run.variant) for run in params.plan_runs(table)}
             assert {(arm.dataset, arm.variant) for arm in table_arms(table)} <= planned, (profile, table)
+            # the re-runs are optional for a plan, but the shipped one (and so the demo) has every one
+            assert {(arm.dataset, arm.variant) for arm in rerun_arms(table)} <= planned, (profile, table)
 
 
 def test_arms_fill_every_published_row_of_tables_1_to_4():
@@ -51,6 +53,8 @@ def test_renaming_a_table_variant_fails_params_check_naming_table_and_arm(repo_r
          "resolves to tau_low 0.5"),
         (["plan.table3.0.variants=[M1, M2, M3, full]"],
          "plan.table3: arm zhanglab/M4 (M4) is not a run of plan.table3"),
+        (["variants.rd4ad.arch=M2"],
+         "plan.table1: the RD4AD re-run headct/rd4ad (M1): variants.rd4ad has arch M2; the re-run of RD4AD needs M1"),
         (["plan.table1.0.fidelities=[paper]"],
          "plan.table1: arm headct/full (full) is not a run of plan.table1 at fidelity code"),
         (["data.datasets={headct: {}, brainmri: {}, zhanglab: {}, unimedical: {classes: [brain, liver, retinal]}}",

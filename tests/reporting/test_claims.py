@@ -109,6 +109,16 @@ def test_declared_claims_parse_and_expand_paper_columns():
     with pytest.raises(Exception, match="relation"):
         parse_claims({"x": [{"says": "", "where": "", "metric": AUROC, "relation": "bigger",
                              "a": {"dataset": "d", "variant": "v"}, "b": {"dataset": "d", "variant": "w"}}]})
+    # PDD against RD4AD's re-run on every Table 1 dataset and Uni-Medical class, each with the paper's margin
+    rd4ad = [claim for claim in claims if claim.family == "rd4ad_rerun"]
+    assert [(claim.a.variant, claim.b.variant, claim.paper_margin.b) for claim in rd4ad] == [("full", "rd4ad",
+                                                                                             "RD4AD")] * 8
+    assert rd4ad[0].paper_margin.value(AUROC) == pytest.approx(97.5 - 74.3)
+    with pytest.raises(Exception, match="paper_margin compares two of our runs"):
+        parse_claims({"x": [{"says": "", "where": "", "metric": AUROC, "relation": "greater",
+                             "a": {"dataset": "d", "variant": "v"}, "b": {"paper": {"table": "t", "row": "r",
+                                                                                     "column": "c"}},
+                             "paper_margin": {"table": "t", "row": "r", "a": "PDD", "b": "c"}}]})
 
 
 def test_every_claim_quotes_the_paper(shared_reference):

@@ -38,7 +38,8 @@ def report(simulated_results, repo_root, simulated_params_args):
 
 def test_every_published_cell_gets_our_number_an_interval_and_a_verdict(report):
     cells = {(cell.table, cell.row, cell.column, cell.metric): cell for cell in report.cells}
-    assert len(cells) == 4 + 4 * 3 + 5 * 3 + 4 * 3 + 7  # Tables 1-5's published PDD numbers
+    assert len(cells) == 4 + 4 * 3 + 5 * 3 + 4 * 3 + 7 + 4 + 4 * 3  # Tables 1-5's PDD numbers, RD4AD's of 1-2
+    assert cells[("table1", "HeadCT", "RD4AD (re-run)", "image_AUROC")].paper == 74.3  # the re-run vs its paper
     headct = cells[("table1", "HeadCT", "PDD", "image_AUROC")]  # simulated at AUROC 0.60 against the paper's 97.5
     assert headct.verdict == "lower" and headct.delta_interval[1] < 0 and not headct.within_tolerance
     for cell in report.cells:
@@ -60,6 +61,29 @@ def test_claims_with_a_known_truth(report):
     assert all(r.verdict != "not run" for r in report.claims)
     paired = next(r for r in report.claims if r.claim.family == "table3" and r.claim.a.variant == "M3")
     assert paired.method == "DeLong paired" and paired.interval.low > 0
+
+
+def test_pdd_against_the_rd4ad_rerun_with_a_known_truth_and_the_paper_margin_beside_ours(report):
+    """Simulated: HeadCT's PDD at AUROC 0.60 against RD4AD's re-run at 0.95, ZhangLab's at 0.85 against 0.62.
+    Each claim is tested paired on one test set; the paper's margin (74.3 -> 97.5 on HeadCT: +23.2 pp) is set
+    beside ours, which must be its paired difference with the claim's interval."""
+    rd4ad = {r.claim.paper_margin.row: r for r in report.claims if r.claim.family == "rd4ad_rerun"}
+    assert list(rd4ad) == ["headct", "zhanglab", "brainmri", "chexpert", "brain", "liver", "retinal", "mean"]
+    assert all(r.method == "DeLong paired" for r in rd4ad.values())
+    assert (rd4ad["headct"].verdict, rd4ad["zhanglab"].verdict) == ("contradicted", "supported")
+    margins = {g.result.claim.paper_margin.row: g for g in report.margins}
+    assert margins.keys() == rd4ad.keys()
+    assert margins["headct"].paper == pytest.approx(97.5 - 74.3) and margins["headct"].verdict == "smaller"
+    assert margins["zhanglab"].paper == pytest.approx(94.0 - 87.5) and margins["zhanglab"].verdict == "larger"
+    assert margins["mean"].paper == pytest.approx(81.4 - 75.6)
+    for margin in margins.values():
+        low, high = 100 * margin.result.interval.low, 100 * margin.result.interval.high
+        assert margin.verdict == ("reproduced" if low <= margin.paper <= high else
+                                  "smaller" if high < margin.paper else "larger")
+        cells = {(cell.column, cell.row): cell.estimate.value for cell in report.cells if cell.metric == "image_AUROC"}
+        row = {"headct": "HeadCT", "zhanglab": "ZhangLab", "brainmri": "BrainMRI", "chexpert": "CheXpert"}.get(
+            margin.result.claim.paper_margin.row, margin.result.claim.paper_margin.row)
+        assert margin.result.estimate == pytest.approx(cells[("PDD", row)] - cells[("RD4AD (re-run)", row)])
 
 
 def test_selection_optimism_is_best_minus_last_with_the_choice_resampled(report, simulated_results):
@@ -91,8 +115,10 @@ def test_pdd_report_writes_the_report_and_the_forest_plot(simulated_results, tmp
         [f"{REPORT_STEM}.md", f"{REPORT_STEM}.tex", f"{FOREST_STEM}.png", f"{FOREST_STEM}.pdf"])
     markdown = (out / f"{REPORT_STEM}.md").read_text()
     for heading in ("## Verdicts per published cell", "## The paper's claims", "## The paper against itself",
-                    "## Selection optimism", "## Every run's numbers"):
+                    "## Selection optimism", "## Every run's numbers",
+                    "## Margins over the re-run baselines: the paper's against ours"):
         assert heading in markdown
+    assert "| paper T1 headct: PDD − RD4AD | AUROC | +23.20 |" in markdown and "**smaller**" in markdown
     assert "| 1 | HeadCT | PDD | AUROC | 97.50 |" in markdown and "**lower**" in markdown
     assert "DEMO" not in markdown  # the simulated runs are not marked demo
     assert "## Model selection: per-image vs the authors' evaluator" in markdown
@@ -173,7 +199,7 @@ def test_a_plan_of_table1_alone_reports_its_cells_and_leaves_other_claims_not_ru
     root = tmp_path / "results"
     for dataset in ("headct", "zhanglab", "brainmri", "chexpert"):
         shutil.copytree(simulated_results / dataset / "full", root / dataset / "full")
-    params = load_params(repo_root / "params.yaml", overrides=simulated_params_args)
+    params = load_params(repo_root / "params.yaml", overrides=[*simulated_params_args, "plan.table1.0.variants=[full]"])
     settings = ReportSettings.from_params(params)
     index = ResultsIndex.scan(root)
     report = build_report(index, settings, UncertaintySettings.from_params(params), [build_table("table1", index,
@@ -182,3 +208,4 @@ def test_a_plan_of_table1_alone_reports_its_cells_and_leaves_other_claims_not_ru
     verdicts = {result.claim.family: result.verdict for result in report.claims}
     assert verdicts["table2"] == verdicts["table3"] == "not run"  # Uni-Medical and the ablations were not run
     assert verdicts["table1"] != "not run"
+    assert verdicts["rd4ad_rerun"] == "not run" and report.margins == []  # nor RD4AD's re-run

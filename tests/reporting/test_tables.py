@@ -182,3 +182,31 @@ def test_a_table5_arm_the_paper_did_not_report_is_shown_without_a_paper_value(re
     assert [cell.paper is None for cell in table.cells] == [arm is extra for arm in arms]
     zhanglab = table.context["groups"][0]["arms"]
     assert [arm["paper"] for arm in zhanglab] == ["94.52", "96.18", "95.92", "--"]
+
+
+def test_the_rd4ad_rerun_stands_beside_its_published_column_or_is_marked_not_run(fixture_results, settings,
+                                                                                repo_root):
+    """Both RD4AD columns, labelled; the re-run's cells read its own runs (and carry RD4AD's published value);
+    a plan without the re-run prints -- and says how to add it."""
+    index = ResultsIndex.scan(fixture_results)
+    table1 = build_table("table1", index, settings)
+    reruns = [cell for cell in table1.cells if cell.column == "RD4AD (re-run)"]
+    assert [(cell.row, cell.paper) for cell in reruns] == [
+        ("HeadCT", 74.3), ("ZhangLab", 87.5), ("BrainMRI", 80.9), ("CheXpert", 71.9)]
+    assert all({source.path.parts[-4] for source in cell.measured.sources} == {"rd4ad"} for cell in reruns)
+    assert "RD4AD (paper) & RD4AD (re-run)" in render_table(table1, fixture_results, settings)
+    table2 = build_table("table2", index, settings)
+    assert {(cell.row, cell.metric) for cell in table2.cells if cell.column == "RD4AD (re-run)"} == {
+        (row, metric) for row in ("brain", "liver", "retinal", "mean")
+        for metric in ("image_AUROC", "image_AP", "image_F1max")}
+
+    without = ReportSettings(**{**settings.__dict__, "reruns": ()})
+    built = build_table("table1", index, without)
+    tex = render_table(built, fixture_results, without)
+    assert [cell.column for cell in built.cells] == ["PDD"] * 4
+    assert tex.count(" & -- & ") == 4 and r"RD4AD not re-run (add variant \texttt{rd4ad} to \texttt{plan.table1})" in tex
+    assert "rd4ad/code" not in tex  # its runs are not read, so not in the provenance footer
+    shipped = ReportSettings.from_params(load_params(repo_root / "params.yaml"))
+    assert set(shipped.reruns) == set(settings.reruns)
+    only_pdd = load_params(repo_root / "params.yaml", ["plan.table1.0.variants=[full]", "plan.table2.0.variants=[full]"])
+    assert ReportSettings.from_params(only_pdd).reruns == ()

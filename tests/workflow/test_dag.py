@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,14 +87,26 @@ def test_paper_table1_dry_run_lists_exactly_its_runs_and_their_preparation():
     datasets = {run.dataset for run in runs}
     expected = {f"{params.paths.tables}/table1.tex"}
     expected |= {str(params.raw_dir(name)) for name in datasets} | {str(params.prepared_dir(name)) for name in datasets}
-    expected |= {params.teachers.vmamba.file, params.teachers.wrn50.file}
+    rd4ad_teacher = params.teachers_of("rd4ad").wrn50.file  # torchvision's WRN50, RD4AD's own
+    expected |= {params.teachers.vmamba.file, params.teachers.wrn50.file, rd4ad_teacher}
     for run in runs:
         run_dir = params.run_dir(*run)
         expected |= {f"{run_dir}/trained.json", f"{run_dir}/metrics.json"}
     assert snakemake_outputs(f"{params.paths.tables}/table1.tex") == expected
     dry_run = _run(str(BIN / "snakemake"), "-n", "--nolock", f"{params.paths.tables}/table1.tex")
     assert dry_run.returncode == 0, dry_run.stderr
-    assert f"train                 {len(runs)}" in dry_run.stdout
+    # the four RD4AD re-runs beside the four PDD runs, each reading only the teacher files it loads
+    assert sorted(run.variant for run in runs) == ["full"] * 4 + ["rd4ad"] * 4
+    assert re.search(rf"^train +{len(runs)}$", dry_run.stdout, re.MULTILINE)
+    trainings = {block.split("output: ")[1].split("\n")[0]: block.split("input: ")[1].split("\n")[0]
+                 for block in dry_run.stdout.split("rule ")[1:] if block.startswith("train:")}
+    for run in runs:
+        inputs = trainings[f"{params.run_dir(*run)}/trained.json"].split(", ")
+        weights = [rd4ad_teacher] if run.variant == "rd4ad" else [params.teachers.vmamba.file,
+                                                                  params.teachers.wrn50.file]
+        assert inputs == [str(params.prepared_dir(run.dataset)), *weights]
+    table2 = snakemake_outputs(f"{params.paths.tables}/table2.tex")
+    assert f"{params.run_dir('unimedical', 'rd4ad', 'code', 0)}/metrics.json" in table2
 
 
 def test_bad_params_stop_snakemake_before_any_job():
@@ -107,5 +120,5 @@ def test_slurm_profile_dry_run_asks_gpus_for_training():
                   "paper_tables/table1.tex")
     assert result.returncode == 0, result.stderr
     train_jobs = [block for block in result.stdout.split("rule ")[1:] if block.startswith("train:")]
-    assert len(train_jobs) == 4
+    assert len(train_jobs) == 8  # PDD and the RD4AD re-run on four datasets
     assert all("slurm_partition=gpu" in job and "gpu=1" in job for job in train_jobs)

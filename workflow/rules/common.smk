@@ -69,7 +69,8 @@ LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 DATASETS = PLAN["datasets"]
 RUNS = {run["id"]: run for run in PLAN["runs"]}
-WEIGHTS = {name: entry["file"] for name, entry in PLAN["weights"].items()}  # empty for random-init teachers
+# the global teachers' files (Fig. 1's); each run's own are its `weights` (empty for random-init teachers)
+GLOBAL_WEIGHTS = [entry["file"] for entry in PLAN["weights"].values() if entry["variant"] is None]
 REPORTS = PLAN["reports"]  # report job -> its fingerprint
 
 TABLE_FILES = [f"{TABLES}/{table}.tex" for table in PLAN["tables"]]
@@ -90,7 +91,6 @@ wildcard_constraints:
     fidelity=_one_of({run["fidelity"] for run in RUNS.values()}),
     seed=r"\d+",
     table=_one_of(PLAN["tables"]),
-    teacher=_one_of(WEIGHTS) if WEIGHTS else "(?!)",
 
 
 def run_of(wildcards):

@@ -61,21 +61,23 @@ else:
             " > {log} 2>&1"
 
 
-for _teacher, _file in WEIGHTS.items():
+for _job, _entry in PLAN["weights"].items():
 
     rule:
+        """A teacher's weights file: a global teacher's, or one a variant names for its own runs (`wrn50@rd4ad`)."""
         name:
-            f"weights_{_teacher}"
+            f"weights_{_entry['rule']}"
         output:
-            _file,
+            _entry["file"],
         log:
-            f"{LOGS}/weights/{_teacher}.log",
+            f"{LOGS}/weights/{_job}.log",
         conda:
             "../../environment.yml"
         params:
             pdd=Unrecorded(PDD),
             args=Unrecorded(PARAMS_ARGS),
-            teacher=_teacher,
-            fingerprint=fingerprint(PLAN["weights"][_teacher]),
+            teacher=_entry["teacher"],
+            variant="" if _entry["variant"] is None else f"--variant {_entry['variant']}",
+            fingerprint=fingerprint(_entry),
         shell:
-            "{params.pdd} weights fetch {params.teacher} {params.args} > {log} 2>&1"
+            "{params.pdd} weights fetch {params.teacher} {params.variant} {params.args} > {log} 2>&1"

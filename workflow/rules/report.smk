@@ -65,7 +65,7 @@ rule figures:
 rule explain:
     input:
         data=[DATASETS[name]["prepared_dir"] for name in PLAN["explain_datasets"]],
-        weights=list(WEIGHTS.values()),
+        weights=GLOBAL_WEIGHTS,
     output:
         directory(f"{TABLES}/explain"),
     log:

@@ -9,7 +9,7 @@ TRAIN_THREADS = 1 if PLAN["synthetic_data"] else 8
 rule train:
     input:
         data=lambda w: DATASETS[w.dataset]["prepared_dir"],
-        weights=list(WEIGHTS.values()),
+        weights=lambda w: run_of(w)["weights"],  # the teacher files this run loads (its variant's own, if any)
     # Only the completion marker is an output: Snakemake deletes the outputs of a failed job, and the
     # checkpoints and dvclive logs must survive a crash so that the rerun resumes (`--resume`).
     output:
