@@ -320,7 +320,7 @@ class ReportingParams(_Section):
     uncertainty: UncertaintyParams = UncertaintyParams()
     explain_datasets: list[Name] = ["headct", "brainmri"]
     # Figs. 4/5 put M1's and PDD's maps side by side on HeadCT and ZhangLab: runs no table needs
-    figure_runs: list[PlanEntry] = [PlanEntry(datasets=["headct", "zhanglab"], variants=["M1", "full"])]
+    figure_runs: list[PlanEntry] = [PlanEntry(datasets=["headct", "zhanglab"], variants=["rd4ad", "full"])]
 
 
 class Params(PlanQueries, _Section):

@@ -183,22 +183,22 @@ def select_examples(baseline: SavedMaps, ours: SavedMaps, per_label: int) -> lis
 
 @styled
 def localization_figure(baseline: SavedMaps, ours: SavedMaps, dataset: str, per_label: int = 2) -> Figure:
-    """Rows: chosen test images; columns: input, ground truth (when masks exist), M1 (RD4AD) map, PDD map.
+    """Rows: chosen test images; columns: input, ground truth (when masks exist), the re-run RD4AD's map, PDD's map.
 
     Each method's maps share one colour scale across its rows, so a normal image's map is comparable with an
     anomalous one's (per-image min-max scaling would make every normal image look anomalous).
     """
     chosen = select_examples(baseline, ours, per_label)
     with_masks = bool(ours.masks.any())
-    columns = ["input", *(["ground truth"] if with_masks else []), "M1 (RD4AD)", "PDD (full)"]
+    columns = ["input", *(["ground truth"] if with_masks else []), BASELINE_LABEL, "PDD (full)"]
     scales = {name: _scale(maps, [m.index()[p] for p in chosen]) for name, maps, m in
-              (("M1 (RD4AD)", baseline.maps, baseline), ("PDD (full)", ours.maps, ours))}
+              ((BASELINE_LABEL, baseline.maps, baseline), ("PDD (full)", ours.maps, ours))}
     fig = plt.figure(figsize=(1.6 * len(columns), 1.6 * len(chosen) + 0.5))
     axes = np.atleast_2d(fig.subplots(len(chosen), len(columns), squeeze=False))
     for r, path in enumerate(chosen):
         i, j = ours.index()[path], baseline.index()[path]
         image = ours.images[i]
-        panels = {"input": None, "ground truth": ours.masks[i], "M1 (RD4AD)": baseline.maps[j], "PDD (full)": ours.maps[i]}
+        panels = {"input": None, "ground truth": ours.masks[i], BASELINE_LABEL: baseline.maps[j], "PDD (full)": ours.maps[i]}
         for c, name in enumerate(columns):
             ax = axes[r, c]
             ax.imshow(image)
@@ -214,7 +214,7 @@ def localization_figure(baseline: SavedMaps, ours: SavedMaps, dataset: str, per_
                 ax.set_title(name)
         label = "anomalous" if int(ours.labels[i]) else "normal"
         axes[r, 0].set_ylabel(f"{label}\n{Path(path).name}", fontsize=6)
-    fig.suptitle(f"Anomaly localisation on {DATASET_LABELS.get(dataset, dataset)}: M1 (RD4AD) vs PDD; "
+    fig.suptitle(f"Anomaly localisation on {DATASET_LABELS.get(dataset, dataset)}: {BASELINE_LABEL} vs PDD; "
                  "one colour scale per method")
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
@@ -231,13 +231,16 @@ def _scale(maps: np.ndarray, rows: Sequence[int]) -> tuple[float, float]:
 
 LOSS_FIGURE = ("fig3c_loss_curves", "zhanglab")  # the paper plots ZhangLab
 LOCALIZATION_FIGURES = {"fig4_localization_headct": "headct", "fig5_localization_zhanglab": "zhanglab"}
+# The paper's Fig. 5 sets PDD beside RD4AD (Fig. 4 beside Skip-TS, which pdd does not re-run): both figures show the
+# `rd4ad` variant, RD4AD re-run with its own recipe and teachers (Tables 1-2), not Table 3's M1 (PDD's recipe).
+BASELINE_VARIANT, BASELINE_LABEL = "rd4ad", "RD4AD (re-run)"
 FIGURES = (LOSS_FIGURE[0], *LOCALIZATION_FIGURES)
 
 
 def render_figures(
     results_root: Path, out: Path, fidelity: str, seed: int, only: Sequence[str] = FIGURES, scoring: str = "ts"
 ) -> list[Path]:
-    """Draw Figs. 3c, 4 and 5 from the runs `results/<dataset>/{M1,full}/<fidelity>/seed<seed>`."""
+    """Draw Figs. 3c, 4 and 5 from the runs `results/<dataset>/{rd4ad,full}/<fidelity>/seed<seed>`."""
     written: list[Path] = []
 
     def run_dir(dataset: str, variant: str) -> RunDir:
@@ -251,7 +254,7 @@ def render_figures(
     for stem, dataset in LOCALIZATION_FIGURES.items():
         if stem not in only:
             continue
-        baseline_dir, ours_dir = run_dir(dataset, "M1"), run_dir(dataset, "full")
+        baseline_dir, ours_dir = run_dir(dataset, BASELINE_VARIANT), run_dir(dataset, "full")
         figure = localization_figure(
             SavedMaps.load(baseline_dir.maps(scoring)), SavedMaps.load(ours_dir.maps(scoring)),
             dataset,

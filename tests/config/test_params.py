@@ -138,12 +138,15 @@ def test_plan_runs_per_table():
         params.plan_runs("table9")
 
 
-def test_localisation_figures_get_their_m1_runs():
-    """Figs. 4/5 compare M1 with PDD on HeadCT, a run no table needs: the full plan must still train it."""
+def test_localisation_figures_get_their_runs_even_when_no_table_needs_them():
+    """Figs. 4/5 set the re-run RD4AD beside PDD (Table 1's runs); a figure run no table needs is trained too."""
     params = load_params(PARAMS)
+    figure_runs = [spec for spec in params.plan_runs() if spec.variant == "rd4ad" and spec.dataset in ("headct", "zhanglab")]
+    assert len(figure_runs) == 2 and all(spec in params.plan_runs("table1") for spec in figure_runs)
+    extra = load_params(PARAMS, ["reporting.figure_runs=[{datasets: [headct], variants: [M1, full]}]"])
     headct_m1 = RunSpec("headct", "M1", "code", 0)
-    assert all(headct_m1 not in params.plan_runs(table) for table in params.plan)
-    assert headct_m1 in params.plan_runs()
+    assert all(headct_m1 not in extra.plan_runs(table) for table in extra.plan)
+    assert headct_m1 in extra.plan_runs() and headct_m1 not in params.plan_runs()
     with pytest.raises(ConfigError, match=r"reporting\.figure_runs\.0\.variants"):
         load_params(PARAMS, ["reporting.figure_runs=[{datasets: [headct], variants: [M9]}]"])
 

@@ -1,7 +1,7 @@
 """The `maps/ts.npz` files of the fixture results set, made here rather than committed as binaries.
 
 Four 32-pixel test images per run (two normal, two with a bright 45-pixel lesion and its mask) and a
-smoothed anomaly map that peaks on the lesion, more sharply for PDD than for M1, as `pdd evaluate`
+smoothed anomaly map that peaks on the lesion, more sharply for PDD than for the re-run RD4AD, as `pdd evaluate`
 writes them (layout: docs/architecture.md, Results).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 SIZE = 32
-RUNS = {("headct", "M1"): 0, ("headct", "full"): 1, ("zhanglab", "M1"): 2, ("zhanglab", "full"): 3}
+RUNS = {("headct", "rd4ad"): 0, ("headct", "full"): 1, ("zhanglab", "rd4ad"): 2, ("zhanglab", "full"): 3}
 PATHS = ["test/good/000.png", "test/good/001.png", "test/hemorrhage/002.png", "test/hemorrhage/003.png"]
 LABELS = np.array([0, 0, 1, 1], dtype=np.int64)
 

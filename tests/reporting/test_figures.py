@@ -39,7 +39,7 @@ def _png_pixels(path):
 
 
 def test_localization_panels_differ_between_normal_and_anomalous(fixture_results, tmp_path):
-    maps = [SavedMaps.load(fixture_results / "headct" / v / "code" / "seed0" / "maps" / "ts.npz") for v in ("M1", "full")]
+    maps = [SavedMaps.load(fixture_results / "headct" / v / "code" / "seed0" / "maps" / "ts.npz") for v in ("rd4ad", "full")]
     fig = localization_figure(*maps, "headct", per_label=1)
     pdd_column = [ax for ax in fig.axes if ax.get_subplotspec().colspan.start == 3]
     extents = [ax.get_window_extent() for ax in pdd_column]  # display pixels at figure.dpi, origin bottom-left
@@ -70,8 +70,8 @@ def test_demo_runs_put_the_banner_on_figures(fixture_results, tmp_path):
 
 def test_missing_inputs_name_the_file(fixture_results, tmp_path):
     results = shutil.copytree(fixture_results / "headct", tmp_path / "results" / "headct")
-    (results / "M1" / "code" / "seed0" / "maps" / "ts.npz").unlink()
-    with pytest.raises(DataError, match=r"headct/M1/code/seed0/maps/ts\.npz"):
+    (results / "rd4ad" / "code" / "seed0" / "maps" / "ts.npz").unlink()
+    with pytest.raises(DataError, match=r"headct/rd4ad/code/seed0/maps/ts\.npz"):
         render_figures(results.parent, tmp_path / "out", "code", 0, ["fig4_localization_headct"])
     with pytest.raises(DataError, match=r"train/epoch/L_kr\.tsv"):
         render_figures(results.parent, tmp_path / "out", "code", 0, ["fig3c_loss_curves"])
