@@ -1,7 +1,7 @@
 """Run every CPU benchmark of pdd in one process and print one table of ratios measured in this run.
 
-    python -m benchmarks [--quick] [--only scan,forward,train,cache,inference,predict,pipeline] [--demo]
-    python -m benchmarks --device cuda [--quick] [--only forward,train,cache]   (benchmarks/device_check.sh)
+    python -m benchmarks [--quick] [--only scan,forward,train,epoch,cache,inference,predict,pipeline] [--demo]
+    python -m benchmarks --device cuda [--quick] [--only forward,train,epoch,cache]   (benchmarks/device_check.sh)
 
 Writes results/benchmarks/<name>.json per benchmark and results/benchmarks/summary.json (machine,
 settings and every ratio). Times are medians of --repeats runs; the CPU may be shared, so compare
@@ -21,8 +21,8 @@ import torch
 from benchmarks.common import Ratio, Settings, machine
 from pdd.io import atomic_write_json
 
-BENCHMARKS = ("scan", "forward", "train", "cache", "inference", "predict", "pipeline")
-GPU_BENCHMARKS = ("forward", "train", "cache")  # the others time CPU-only paths (C kernel, CLI runs)
+BENCHMARKS = ("scan", "forward", "train", "epoch", "cache", "inference", "predict", "pipeline")
+GPU_BENCHMARKS = ("forward", "train", "epoch", "cache")  # the others time CPU-only paths (C kernel, CLI runs)
 
 
 def parse_args() -> argparse.Namespace:
