@@ -28,14 +28,30 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: Version of `model_pixels`: part of the key of every store of ready pixels (`pdd.data.pixel_store`), so that
+#: a change of the decoding or resizing never reuses pixels made the old way. Bump it with any such change.
+PREPROCESSING_VERSION = 1
+
+
 def to_model_input(image: Image.Image, image_size: int) -> torch.Tensor:
     """The 3×S×S normalised tensor the teachers read, from a decoded (`read_image`) image.
 
     The one preprocessing of the project: training, evaluation and `pdd predict` all go through it, so a
-    prediction on a prepared test image reproduces the evaluation's score."""
-    resized = image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (pixels - _MEAN) / _STD
+    prediction on a prepared test image reproduces the evaluation's score. It is `normalised(model_pixels(...))`:
+    training and evaluation keep the ready pixels of `model_pixels` (`pdd.data.pixel_store`) and normalise them
+    as they load, which gives this very tensor."""
+    return normalised(model_pixels(image, image_size))
+
+
+def model_pixels(image: Image.Image, image_size: int) -> np.ndarray:
+    """S×S×3 uint8: the decoded image in RGB, resized bilinearly (antialiased) to `image_size`²."""
+    return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
+
+
+def normalised(pixels: np.ndarray) -> torch.Tensor:
+    """The 3×S×S float32 model input from S×S×3 uint8 `model_pixels`: /255, then ImageNet mean and std."""
+    scaled = torch.from_numpy(np.asarray(pixels, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (scaled - _MEAN) / _STD
 
 
 _MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
@@ -45,13 +61,17 @@ _STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 class PreparedDataset(Dataset):
     """Items: ``image`` (3×S×S), ``label``, ``mask`` (1×S×S), ``has_mask``, ``path``, ``sha256``, ``cls``.
 
+    With `pixel_cache` (a folder; the engine passes ``<paths.cache>/pixels``) images and masks come from a store of
+    ready pixels (`pdd.data.pixel_store`), built on first use: the same tensors, without decoding and resizing
+    every image in every epoch.
+
     ``has_mask`` says whether the pixel ground truth is known: true for an image with a mask, and
     for a normal image of a class whose anomalous test images all have masks (its truth is all
     zeros). Pixel metrics should use only images with ``has_mask``.
     """
 
     def __init__(self, root: str | Path, split: str = TRAIN, image_size: int = 256,
-                 classes: Sequence[str] | None = None):
+                 classes: Sequence[str] | None = None, pixel_cache: str | Path | None = None):
         if split not in (TRAIN, TEST):
             raise DataError(f"split must be {TRAIN!r} or {TEST!r}, not {split!r}.")
         self.root = Path(root)
@@ -69,6 +89,12 @@ class PreparedDataset(Dataset):
         if not rows:
             raise DataError(f"{self.root} has no {split} images; prepare the dataset again.")
         self.rows: list[SplitRow] = rows
+        self.pixels = None
+        if pixel_cache is not None:  # decoded and resized once, for the whole split (all classes)
+            from pdd.data.pixel_store import open_pixel_store
+
+            split_rows = [row for row in all_rows if row.split == split]
+            self.pixels = open_pixel_store(pixel_cache, self.root, split, split_rows, image_size)
         self.classes = sorted({row.cls for row in rows})
         anomalous = [row for row in all_rows if row.split == TEST and row.label == 1]
         self._annotated = {cls for cls in self.classes
@@ -82,20 +108,34 @@ class PreparedDataset(Dataset):
     def labels(self) -> list[int]:
         return [int(row.label) for row in self.rows]
 
+    @property
+    def has_masks(self) -> list[bool]:
+        """Each item's ``has_mask``, without loading images."""
+        return [self._has_mask(row) for row in self.rows]
+
+    def _has_mask(self, row: SplitRow) -> bool:
+        return bool(row.mask) or (row.label == 0 and row.cls in self._annotated)
+
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
         size = (self.image_size, self.image_size)
-        image = to_model_input(read_image(self.root / row.path), self.image_size)
-        if row.mask:
-            mask_image = Image.fromarray(read_mask(self.root / row.mask)).resize(size, Image.NEAREST)
-            mask = torch.from_numpy(np.asarray(mask_image, dtype=np.float32))[None]
+        if self.pixels is not None:
+            image = normalised(self.pixels.image(row.path))
+            stored_mask = self.pixels.mask(row.path)
+            mask = torch.zeros(1, *size) if stored_mask is None else torch.from_numpy(
+                np.asarray(stored_mask, dtype=np.float32))[None]
         else:
-            mask = torch.zeros(1, *size)
+            image = to_model_input(read_image(self.root / row.path), self.image_size)
+            if row.mask:
+                mask_image = Image.fromarray(read_mask(self.root / row.mask)).resize(size, Image.NEAREST)
+                mask = torch.from_numpy(np.asarray(mask_image, dtype=np.float32))[None]
+            else:
+                mask = torch.zeros(1, *size)
         return {
             "image": image,
             "label": int(row.label),
             "mask": mask,
-            "has_mask": bool(row.mask) or (row.label == 0 and row.cls in self._annotated),
+            "has_mask": self._has_mask(row),
             "path": row.path,
             "sha256": row.sha256,
             "cls": row.cls,
