@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from pdd.data import pixel_store
-from pdd.data.dataset import PreparedDataset, to_model_input
+from pdd.data.dataset import IMAGENET_MEAN, IMAGENET_STD, PreparedDataset, to_model_input
 from pdd.data.images import read_image
 from pdd.data.prepare import Candidate, prepare_dataset
 from tests.data.conftest import random_image, save
@@ -45,6 +45,13 @@ def prepared(tmp_path_factory) -> Path:
     return root / "prepared"
 
 
+def _earlier_model_input(image: Image.Image, size: int) -> torch.Tensor:
+    """`to_model_input` as it was written before ready pixels (normalised in torch)."""
+    resized = image.convert("RGB").resize((size, size), Image.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (pixels - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
 def _stores(cache: Path) -> list[Path]:
     return sorted(path for path in cache.iterdir() if path.is_dir() and not path.name.startswith("."))
 
@@ -56,8 +63,9 @@ def test_ready_pixels_give_the_decoded_model_inputs_and_masks_bit_for_bit(prepar
         ready = PreparedDataset(prepared, split, size, pixel_cache=tmp_path)
         for index in range(len(decoded)):
             expected, item = decoded[index], ready[index]
-            image = to_model_input(read_image(prepared / item["path"]), size)
+            image = _earlier_model_input(read_image(prepared / item["path"]), size)
             assert torch.equal(item["image"], image) and item["image"].stride() == image.stride()
+            assert torch.equal(to_model_input(read_image(prepared / item["path"]), size), image)
             assert torch.equal(item["image"], expected["image"]) and torch.equal(item["mask"], expected["mask"])
             assert item["has_mask"] == expected["has_mask"] and item["path"] == expected["path"]
     assert ready.has_masks == [False, True, True, False] and [bool(item["mask"].sum()) for item in ready] == ready.has_masks
