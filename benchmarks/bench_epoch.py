@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
+import resource
 import shutil
 import statistics
 import tempfile
@@ -44,7 +46,7 @@ from unittest import mock
 import torch
 
 from benchmarks.bench_train import PARAMS_FILE, measure, pdd_step
-from benchmarks.common import Ratio, Settings
+from benchmarks.common import Ratio, Settings, minor_page_faults
 from pdd.config import RunSpec, load_params
 
 BATCH = 10
@@ -123,6 +125,13 @@ class _TimedLive:
             setattr(self.live, name, value)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (loader workers): on a busy machine a steadier measure
+    of the work done than wall time, at one thread (`OMP_NUM_THREADS=1`: no thread waits for a descheduled one)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _synchronize() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
@@ -135,7 +144,8 @@ def attach_trainer(trainer, clock: PhaseClock) -> None:
     optimizer_step = trainer.optimizer.step
 
     def timed_train_epoch(*args, **kwargs):
-        clock.epochs.append({"started": time.perf_counter()})
+        clock.epochs.append({"started": time.perf_counter(), "cpu_started": cpu_seconds(),
+                             "faults_started": minor_page_faults()})
         return train_epoch(*args, **kwargs)
 
     def timed_save() -> None:
@@ -143,6 +153,8 @@ def attach_trainer(trainer, clock: PhaseClock) -> None:
         _synchronize()
         epoch = clock.epochs[-1]
         epoch["wall"] = time.perf_counter() - epoch.pop("started")
+        epoch["cpu"] = cpu_seconds() - epoch.pop("cpu_started")
+        epoch["page_faults"] = minor_page_faults() - epoch.pop("faults_started")
 
     def timed_optimizer_step(*args, **kwargs):
         result = optimizer_step(*args, **kwargs)
@@ -196,7 +208,7 @@ def instrumented(clock: PhaseClock) -> Iterator[None]:
     ]
     with contextlib.ExitStack() as stack, warnings.catch_warnings():
         # the LR scheduler notices that `optimizer.step` was wrapped (to time the step); nothing else changes
-        warnings.filterwarnings("ignore", message="Seems like `optimizer.step()` has been overridden")
+        warnings.filterwarnings("ignore", message=re.escape("Seems like `optimizer.step()` has been overridden"))
         for patch in patches:
             stack.enter_context(patch)
         yield
@@ -240,7 +252,7 @@ def epoch_summary(training: dict[str, Any], eval_every: int = RECIPE_EVAL_EVERY)
     """Mean seconds per phase over the epochs after the first, and the recipe's epoch: a checkpoint every epoch
     (the last epoch writes none: the mean is over those that did), a snapshot every `eval_every`."""
     measured = training["epochs"][1:]
-    phases = sorted({name for epoch in measured for name in epoch} - {"wall"})
+    phases = sorted({name for epoch in measured for name in epoch} - {"wall", "cpu", "page_faults"})
     means = {name: statistics.mean(epoch.get(name, 0.0) for epoch in measured) for name in phases}
     with_checkpoint = [epoch["checkpoint"] for epoch in measured if "checkpoint" in epoch]
     means["checkpoint"] = statistics.mean(with_checkpoint) if with_checkpoint else 0.0
@@ -250,6 +262,8 @@ def epoch_summary(training: dict[str, Any], eval_every: int = RECIPE_EVAL_EVERY)
     recipe = statistics.mean(walls) + means["checkpoint"] + means.get("snapshot", 0.0) / eval_every
     images = training["images_per_epoch"]
     return {"phases_s": means, "recipe_epoch_s": recipe, "images_per_s": images / recipe,
+            "cpu_s_per_image": statistics.mean(epoch["cpu"] for epoch in measured) / images,
+            "page_faults_per_epoch": statistics.mean(epoch["page_faults"] for epoch in measured),
             "first_epoch_s": training["epochs"][0]["wall"], "num_workers": training["num_workers"],
             "open_split_s": training["open_split_s"],
             "data_path_images_per_s": images / max(1e-9, means.get("load", 0.0) + means.get("teacher features", 0.0))}
@@ -272,7 +286,9 @@ def run(settings: Settings) -> dict:
     train = load_params(PARAMS_FILE).train
     report: dict[str, Any] = {"batch": batch, "size": size, "source_size": source_size, "device": settings.device,
                               "train_images": STEPS_PER_EPOCH * batch, "test_images": TEST_IMAGES}
-    report["step"] = measure(pdd_step("engine", batch, size, train, settings.device), batch, settings.repeats)
+    step = pdd_step("engine", batch, size, train, settings.device)
+    report["step"] = measure(step, batch, settings.repeats)
+    report["step"]["cpu_s_per_image"] = statistics.median(_cpu_of(step) for _ in range(settings.repeats)) / batch
     with tempfile.TemporaryDirectory(prefix="pdd-bench-epoch-") as directory:
         root = Path(directory)
         overrides = make_workspace(root, size, batch, source_size)
@@ -288,6 +304,12 @@ def run(settings: Settings) -> dict:
         report["evaluation_warm"] = timed_evaluation(run_dir)
     report["ratios"] = ratios(report, settings)
     return report
+
+
+def _cpu_of(step) -> float:
+    started = cpu_seconds()
+    step()
+    return cpu_seconds() - started
 
 
 def ratios(report: dict[str, Any], settings: Settings) -> list[Ratio]:
@@ -307,7 +329,13 @@ def ratios(report: dict[str, Any], settings: Settings) -> list[Ratio]:
               epoch["images_per_s"] / step["images_per_s"], "" if settings.on_gpu else ">= 0.9",
               detail=f"{epoch['images_per_s']:.2f} vs {step['images_per_s']:.2f} img/s; per epoch s: {split} "
                      f"(snapshot every {RECIPE_EVAL_EVERY}: {epoch['recipe_epoch_s']:.2f} s); "
-                     f"num_workers {epoch['num_workers']}"),
+                     f"num_workers {epoch['num_workers']}; {epoch['page_faults_per_epoch']:.0f} page faults per epoch "
+                     f"(the step alone: {step['page_faults_per_timed_step']:.0f} per step)"),
+        Ratio("same, in CPU time per image (the step's vs the epoch's, workers included)",
+              step["cpu_s_per_image"] / epoch["cpu_s_per_image"],
+              detail=f"{epoch['cpu_s_per_image']:.3f} vs {step['cpu_s_per_image']:.3f} CPU s per image; "
+                     f"{torch.get_num_threads()} threads; with another loader: "
+                     f"{other['cpu_s_per_image']:.3f} (num_workers {other['num_workers']})"),
         Ratio(f"epoch with num_workers {other['num_workers']} vs num_workers {epoch['num_workers']}",
               other["images_per_s"] / epoch["images_per_s"],
               detail=f"{other['images_per_s']:.2f} vs {epoch['images_per_s']:.2f} img/s (> 1: the other loader is "
