@@ -44,6 +44,10 @@ def run_measured(command: list[str], cwd: Path, env: dict[str, str], log: Path) 
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "log": str(log)}
 
 
+def _load() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
 def tree_bytes(path: Path) -> int:
     return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file()) if path.exists() else 0
 
@@ -70,7 +74,7 @@ def main() -> None:
     set_args = [arg for value in sets for arg in ("--set", value)]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     report: dict[str, Any] = {"repo": str(repo), "commit": commit, "settings": sets, "cpus": os.cpu_count(),
-                              "load_average_start": os.getloadavg(), "steps": {}}
+                              "load_average_start": _load(), "steps": {}}
     steps = {
         "prepare": [*pdd, "data", "prepare", "headct", "--raw", str(args.raw.resolve()), "--out",
                     str(out / "prepared" / "headct"), "--seed", "0"],
@@ -83,7 +87,7 @@ def main() -> None:
         report["steps"][name] = run_measured(command, repo, env, out / f"{name}.log")
         print(f"  {report['steps'][name]['wall_s']:.0f} s, peak RSS "
               f"{report['steps'][name]['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
-    report["load_average_end"] = os.getloadavg()
+    report["load_average_end"] = _load()
     report["disk_bytes"] = {
         "prepared": tree_bytes(out / "prepared"), "teacher_cache": tree_bytes(out / "cache" / "teacher_features"),
         "ready_pixels": tree_bytes(out / "cache" / "pixels"), "run": tree_bytes(run_dir),
