@@ -53,7 +53,8 @@ def tree_bytes(path: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.headct_paper_recipe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.headct_paper_recipe",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--raw", type=Path, default=REPO.parent / "shared" / "datasets" / "headct")
     parser.add_argument("--out", type=Path, default=Path("results/headct_paper_recipe"))
     parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose `pdd` runs (default: this one)")

@@ -13,10 +13,11 @@ memory order the teachers produced it (VMamba's taps are channels_last views): t
 each feature's dimension order, so a hit returns the batch in the same layout as a miss, bit for bit. Shards
 are memory-mapped (safetensors' `safe_open`: a read is one copy from the page cache into the batch, where
 the earlier format unpickled one file per image per epoch), written atomically (a kill mid-write leaves a
-``.shard-*.tmp`` that is never read, and deleted by a later process once it is an hour old) and named by the images they hold, so two processes computing the same
-batch write the same file. A shard that cannot be opened is skipped with a warning and its images computed
-again. Entries of the earlier per-image format (``<key>/<sha[:2]>/<sha256>.pt``) are moved into shards as
-they are first read, and never recomputed. The whole cache is safe to delete.
+``.shard-*.tmp`` that is never read, and deleted by a later process once it is an hour old) and named by
+the images they hold, so two processes computing the same batch write the same file. A shard that cannot
+be opened is skipped with a warning and its images computed again. Entries of the earlier per-image format
+(``<key>/<sha[:2]>/<sha256>.pt``) are moved into shards as they are first read, and never recomputed. The
+whole cache is safe to delete.
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def test_ready_pixels_give_the_decoded_model_inputs_and_masks_bit_for_bit(prepar
             assert torch.equal(to_model_input(read_image(prepared / item["path"]), size), image)
             assert torch.equal(item["image"], expected["image"]) and torch.equal(item["mask"], expected["mask"])
             assert item["has_mask"] == expected["has_mask"] and item["path"] == expected["path"]
-    assert ready.has_masks == [False, True, True, False] and [bool(item["mask"].sum()) for item in ready] == ready.has_masks
+    assert ready.has_masks == [False, True, True, False]
+    assert [bool(item["mask"].sum()) for item in ready] == ready.has_masks
     assert len(_stores(tmp_path)) == 2, "one store per split"
 
 
