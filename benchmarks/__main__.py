@@ -1,7 +1,7 @@
 """Run every CPU benchmark of pdd in one process and print one table of ratios measured in this run.
 
-    python -m benchmarks [--quick] [--only scan,forward,train,cache,inference,predict,pipeline,report] [--demo]
-    python -m benchmarks --device cuda[:N] [--quick] [--only forward,train,cache]   (benchmarks/device_check.sh)
+    python -m benchmarks [--quick] [--only scan,forward,train,epoch,cache,inference,predict,pipeline,report] [--demo]
+    python -m benchmarks --device cuda[:N] [--quick] [--only forward,train,epoch,cache]   (benchmarks/device_check.sh)
 
 Writes results/benchmarks/<name>.json per benchmark and results/benchmarks/summary.json (machine,
 settings and every ratio). Times are medians of --repeats runs; the CPU may be shared, so compare
@@ -23,8 +23,8 @@ from pdd.devices import select_device, set_tf32
 from pdd.errors import PDDError
 from pdd.io import atomic_write_json
 
-BENCHMARKS = ("scan", "forward", "train", "cache", "inference", "predict", "pipeline", "report")
-GPU_BENCHMARKS = ("forward", "train", "cache")  # the others time CPU-only paths (C kernel, CLI runs)
+BENCHMARKS = ("scan", "forward", "train", "epoch", "cache", "inference", "predict", "pipeline", "report")
+GPU_BENCHMARKS = ("forward", "train", "epoch", "cache")  # the others time CPU-only paths (C kernel, CLI runs)
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 
 

@@ -29,9 +29,9 @@ def fake_sha256s(count: int) -> list[str]:
     return [hashlib.sha256(f"benchmark image {i}".encode()).hexdigest() for i in range(count)]
 
 
-def entry_bytes(cache: TeacherFeatureCache) -> float:
-    files = list(cache.directory.glob("*/*.pt"))
-    return sum(f.stat().st_size for f in files) / len(files)
+def entry_bytes(cache: TeacherFeatureCache, images: int) -> float:
+    """Bytes on disk per cached image (the shards hold them all)."""
+    return sum(f.stat().st_size for f in cache.directory.glob("shard-*.safetensors")) / images
 
 
 def run(settings: Settings) -> dict:
@@ -61,7 +61,7 @@ def run(settings: Settings) -> dict:
             if cache.misses != batch:
                 raise AssertionError(f"expected {batch} misses then only hits, got {cache.misses} misses")
             report[name] = {"build_s_per_image": build_s / batch, "load_s_per_batch": hit_s,
-                            "bytes_per_image": entry_bytes(cache)}
+                            "bytes_per_image": entry_bytes(cache, batch)}
     uncached_epoch = report["teachers_s"] + report["step_s"]
     ratios = []
     for name in ("float32", "float16"):

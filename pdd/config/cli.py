@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan.add_argument("--table", default=None, help="only the runs of this table (e.g. table1)")
     plan.add_argument("--json", action="store_true", help="machine-readable plan (what Snakemake reads)")
     plan.add_argument("--disk", action="store_true",
-                      help="expected disk use per run and in total: snapshots, resumable checkpoint, teacher cache")
+                      help="expected disk use per run and in total: snapshots, resumable checkpoint, teacher cache, "
+                           "ready pixels")
     plan.set_defaults(func=_plan)
     dvc = actions.add_parser("dvc", help="write dvc.yaml: one stage per job of every profile's plan")
     dvc.add_argument("--params", default="params.yaml", metavar="FILE", help="params file (default: %(default)s)")

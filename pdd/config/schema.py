@@ -215,7 +215,7 @@ class TrainParams(_Section):
     # effect on the CPU. False: full float32, the numerics the CPU tests pin down
     tf32: bool = False
     deterministic: bool = True
-    num_workers: NonNegativeInt = 0
+    num_workers: NonNegativeInt | Literal["auto"] = "auto"  # auto: by device (Params.loader_workers)
 
     @model_validator(mode="after")
     def _eta_min_below_lr(self) -> TrainParams:
@@ -446,6 +446,19 @@ class Params(PlanQueries, _Section):
         own = self.dataset(dataset).teacher_cache
         setting = self.train.teacher_cache if own is None else own
         return device_type != "cuda" if setting == "auto" else setting
+
+    def loader_workers(self, device_type: str = "cpu") -> int:
+        """Data-loading processes for a model on a `device_type` device (`train.num_workers`).
+
+        `auto` loads in the training process on the CPU and with 2 persistent workers on CUDA. With ready pixels
+        (`pdd.data.pixel_store`) a batch costs a few milliseconds to load, while a worker forked from the
+        training process makes it copy every heap page it writes while the worker lives (copy-on-write: 255,000
+        page faults and 2.3x the CPU time per step at 192², batch 4, benchmarks/README.md) and competes with the
+        step for the cores. On CUDA the host heap is small and workers let loading overlap the GPU's step."""
+        workers = self.train.num_workers
+        if workers == "auto":
+            return 2 if device_type == "cuda" else 0
+        return workers
 
     def variant(self, name: str) -> VariantParams:
         if name not in self.variants:

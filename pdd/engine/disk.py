@@ -3,9 +3,10 @@
 Per run: the weights snapshots (`train.eval_every`, `train.keep_snapshots`), the one resumable checkpoint
 that exists while the run trains (weights + Adam's two moments), and per dataset the teacher-feature
 cache (shared by every run with the same teachers, image size and storage dtype, `Params.cache_dtype`:
-fp32 and fp16 runs of one dataset need one cache each). Sizes come from the models' real tensors and one
-teacher forward pass at the configured image size; image counts from the prepared split.csv when it
-exists, else from the dataset's published protocol (or the synthetic counts).
+fp32 and fp16 runs of one dataset need one cache each) and the ready pixels of its splits
+(`pdd.data.pixel_store`: S×S×3 bytes per image, S×S per mask). Sizes come from the models' real tensors and
+one teacher forward pass at the configured image size; image counts from the prepared split.csv when it
+exists, else from the dataset's published protocol (or the synthetic counts; masks are then not counted).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pdd.models.state import trainable_state
 SNAPSHOT_OVERHEAD_PER_TENSOR = 110
 CHECKPOINT_OVERHEAD_PER_TENSOR = 600
 CACHE_OVERHEAD_PER_ENTRY = 1500
+PIXELS_OVERHEAD_PER_IMAGE = 130  # the store's manifest: each row's paths, sizes and modification times
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,24 @@ class CacheDisk:
         return self.images * self.bytes_per_image
 
 
+@dataclass(frozen=True)
+class PixelsDisk:
+    dataset: str
+    images: int  # train + test
+    masks: int
+    image_size: int
+
+    @property
+    def total(self) -> int:
+        pixels = self.image_size * self.image_size
+        return self.images * (3 * pixels + PIXELS_OVERHEAD_PER_IMAGE) + self.masks * pixels
+
+
 @dataclass
 class DiskPlan:
     runs: list[RunDisk] = field(default_factory=list)
     caches: list[CacheDisk] = field(default_factory=list)
+    pixels: list[PixelsDisk] = field(default_factory=list)
 
     @property
     def snapshots_total(self) -> int:
@@ -65,6 +81,14 @@ class DiskPlan:
     @property
     def cache_total(self) -> int:
         return sum(cache.total for cache in self.caches)
+
+    @property
+    def pixels_total(self) -> int:
+        return sum(pixels.total for pixels in self.pixels)
+
+    @property
+    def after_the_plan(self) -> int:
+        return self.snapshots_total + self.cache_total + self.pixels_total
 
     @property
     def largest_checkpoint(self) -> int:
@@ -77,9 +101,11 @@ class DiskPlan:
                      for r in self.runs],
             "caches": [{"dataset": c.dataset, "teachers": c.teachers, "images": c.images,
                         "bytes_per_image": c.bytes_per_image, "dtype": c.dtype} for c in self.caches],
+            "ready_pixels": [{"dataset": p.dataset, "images": p.images, "masks": p.masks, "image_size": p.image_size,
+                              "bytes": p.total} for p in self.pixels],
             "totals": {"snapshots": self.snapshots_total, "teacher_cache": self.cache_total,
-                       "largest_resumable_checkpoint": self.largest_checkpoint,
-                       "after_the_plan": self.snapshots_total + self.cache_total},
+                       "ready_pixels": self.pixels_total, "largest_resumable_checkpoint": self.largest_checkpoint,
+                       "after_the_plan": self.after_the_plan},
         }
 
 
@@ -108,6 +134,8 @@ def plan_disk(params: Params, runs: list[RunSpec]) -> DiskPlan:
         per_image = _feature_elements(params.variant(run.variant).arch, params.data.image_size) * dtype.itemsize
         plan.caches.append(CacheDisk(run.dataset, family, dataset_images(params, run.dataset),
                                      per_image + CACHE_OVERHEAD_PER_ENTRY, str(dtype).removeprefix("torch.")))
+    for dataset in dict.fromkeys(run.dataset for run in runs):
+        plan.pixels.append(PixelsDisk(dataset, *_split_counts(params, dataset), params.data.image_size))
     return plan
 
 
@@ -135,6 +163,16 @@ def _feature_elements(arch: str, image_size: int) -> int:
     with torch.no_grad():
         features = model.teacher_features(torch.zeros(1, 3, image_size, image_size))
     return sum(value[0].numel() for value in features.values())
+
+
+def _split_counts(params: Params, dataset: str) -> tuple[int, int]:
+    """(train + test images, masks) of `dataset`: from split.csv, else its image count without masks."""
+    split = params.prepared_dir(dataset) / "split.csv"
+    if not split.is_file():
+        return dataset_images(params, dataset), 0
+    with open(split, newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["split"] in ("train", "test")]
+    return len(rows), sum(1 for row in rows if row["mask"])
 
 
 def dataset_images(params: Params, dataset: str) -> int:
@@ -183,10 +221,15 @@ def format_disk_plan(plan: DiskPlan, params: Params) -> str:
     for cache in plan.caches:
         lines.append(f"{cache.dataset + ' (' + cache.teachers + ')':48} {cache.images:>10} {cache.dtype:>8} "
                      f"{human(cache.bytes_per_image):>10} {human(cache.total):>11}")
+    lines += ["", f"{'ready pixels':48} {'images':>10} {'masks':>8} {'size':>10} {'total':>11}"]
+    for pixels in plan.pixels:
+        lines.append(f"{pixels.dataset:48} {pixels.images:>10} {pixels.masks:>8} {str(pixels.image_size) + '²':>10} "
+                     f"{human(pixels.total):>11}")
     lines += ["",
               f"snapshots kept after evaluation: {human(plan.snapshots_total)}",
               f"teacher cache:                   {human(plan.cache_total)}",
-              f"after the plan completes:        {human(plan.snapshots_total + plan.cache_total)}",
+              f"ready pixels:                    {human(plan.pixels_total)}",
+              f"after the plan completes:        {human(plan.after_the_plan)}",
               f"while a run trains, add its resumable checkpoint (largest {human(plan.largest_checkpoint)}) and, "
               f"with keep_snapshots: selected, its snapshots before pruning"]
     return "\n".join(lines)

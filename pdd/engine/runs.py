@@ -230,14 +230,22 @@ class RunContext:
         return sha256_file(self.prepared_root() / "split.csv")
 
     def open_split(self, split: str) -> Dataset:
+        """The split's dataset, read from ready pixels (`<paths.cache>/pixels`, made on first use)."""
         from pdd.data.dataset import PreparedDataset
 
         return PreparedDataset(self.prepared_root(), split=split, image_size=self.params.data.image_size,
-                               classes=self.params.dataset(self.spec.dataset).classes)
+                               classes=self.params.dataset(self.spec.dataset).classes,
+                               pixel_cache=Path(self.params.paths.cache) / "pixels")
 
-    def evaluation_loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.params.eval.batch_size, shuffle=False,
-                          num_workers=self.params.train.num_workers, worker_init_fn=seeded_worker)
+    def loader(self, dataset: Dataset, device: torch.device, batch_size: int, **options: Any) -> DataLoader:
+        """Batches of `dataset` for a model on `device`: in-process or persistent workers (`Params.loader_workers`),
+        pinned memory on CUDA (so that the copies to the device can be asynchronous)."""
+        workers = self.params.loader_workers(device.type)
+        return DataLoader(dataset, batch_size=batch_size, num_workers=workers, persistent_workers=workers > 0,
+                          worker_init_fn=seeded_worker, pin_memory=device.type == "cuda", **options)
+
+    def evaluation_loader(self, dataset: Dataset, device: torch.device) -> DataLoader:
+        return self.loader(dataset, device, self.params.eval.batch_size, shuffle=False)
 
     def teacher_feature_dtype(self, device_type: str) -> str:
         """The precision the students see teacher features in: the cache's storage type, or float32 live."""

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from pdd import devices
@@ -105,11 +105,8 @@ class _Trainer:
         self.train_set = run.open_split("train")
         self.sampler = DistributedSampler(self.train_set, num_replicas=context.world_size, rank=context.rank,
                                           shuffle=True, seed=self.spec.seed, drop_last=False)
-        self.loader = DataLoader(
-            self.train_set, batch_size=self.train_cfg.batch_size, sampler=self.sampler,
-            num_workers=self.train_cfg.num_workers, worker_init_fn=runs.seeded_worker,
-            generator=torch.Generator().manual_seed(self.spec.seed), pin_memory=context.device.type == "cuda",
-        )
+        self.loader = run.loader(self.train_set, context.device, self.train_cfg.batch_size, sampler=self.sampler,
+                                 generator=torch.Generator().manual_seed(self.spec.seed))
         self.epoch = 0
         self.global_step = 0
         self.wall_time_s = 0.0

@@ -15,7 +15,7 @@ full     WRN50 + VMamba / InA + MMU    prior and plain                 L_kr, L_p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -139,26 +139,40 @@ class PDDModel(nn.Module):
         `ts` sums 1 - cos(student, target) over levels and student paths; `ss` sums 1 - cos(prior, plain).
         With cached `features`, `x` may be None: the input size is then 4x the size of R1.
         """
-        if not self.supports_scoring(scoring):
-            raise ConfigError(
-                f"scoring {scoring!r} is not available for variant {self.variant.value}: "
-                f"use one of {[s.value for s in self.variant.scorings]}"
-            )
+        return self.anomaly_maps_for(x, [scoring], features)[scoring]
+
+    @torch.no_grad()
+    def anomaly_maps_for(
+        self,
+        x: torch.Tensor | None,
+        scorings: Sequence[str],
+        features: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """`anomaly_map` for each of `scorings`, from one pass of the students (evaluation scores both)."""
+        for scoring in scorings:
+            if not self.supports_scoring(scoring):
+                raise ConfigError(
+                    f"scoring {scoring!r} is not available for variant {self.variant.value}: "
+                    f"use one of {[s.value for s in self.variant.scorings]}"
+                )
         if features is None:
             if x is None:
                 raise ValueError("anomaly_map needs an input batch or its teacher features")
             features = self.teacher_features(x)
         image_size = tuple(x.shape[-2:]) if x is not None else tuple(4 * s for s in features["R1"].shape[-2:])
         outputs = self.distill(features)
-        if scoring == Scoring.TS:
-            pairs = [
-                (student, target)
-                for maps in outputs.students.values()
-                for student, target in zip(maps, outputs.targets, strict=True)
-            ]
-        else:
-            pairs = list(zip(outputs.students["prior"], outputs.students["plain"], strict=True))
-        return self.anomaly_maps(pairs, image_size)
+        results = {}
+        for scoring in scorings:
+            if scoring == Scoring.TS:
+                pairs = [
+                    (student, target)
+                    for maps in outputs.students.values()
+                    for student, target in zip(maps, outputs.targets, strict=True)
+                ]
+            else:
+                pairs = list(zip(outputs.students["prior"], outputs.students["plain"], strict=True))
+            results[scoring] = self.anomaly_maps(pairs, image_size)
+        return results
 
     def teacher_fingerprint(self) -> dict[str, Any]:
         """Teacher identities (names, weights sha256 or random-init + seed): the provenance and cache key."""

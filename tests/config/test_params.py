@@ -107,6 +107,15 @@ def test_demo_profile_and_overrides_resolve_in_order():
     assert load_params(PARAMS, ["profile=demo", "train.epochs=3"]).sha256() == demo.sha256()
 
 
+@pytest.mark.parametrize(("setting", "cpu", "cuda"), [("auto", 0, 2), ("0", 0, 0), ("3", 3, 3)])
+def test_loader_workers_load_in_process_on_the_cpu_unless_asked(setting, cpu, cuda):
+    params = load_params(PARAMS, [f"train.num_workers={setting}"])
+    assert (params.loader_workers("cpu"), params.loader_workers("cuda")) == (cpu, cuda)
+    assert load_params(PARAMS).train.num_workers == "auto"
+    with pytest.raises(ConfigError, match="train.num_workers"):
+        load_params(PARAMS, ["train.num_workers=-1"])
+
+
 def test_dotted_override_reaches_names_with_dots():
     # not its τ: Table 5 needs the paper's (tests/reporting/test_arms.py)
     params = load_params(PARAMS, ["variants.tau-0.40-0.75.overrides.lambda_div=0.25", "seeds=[0, 1]"])

@@ -47,6 +47,9 @@ def test_the_disk_plan_matches_a_real_run_within_ten_percent(engine_workspace, t
     cache, = plan.caches
     assert cache.images == 16 and cache.dtype == "float16"
     assert cache.total == pytest.approx(measured_bytes(tmp_path / "cache" / "teacher_features"), rel=0.10)
+    pixels, = plan.pixels
+    assert (pixels.images, pixels.masks) == (16, 4)
+    assert pixels.total == pytest.approx(measured_bytes(tmp_path / "cache" / "pixels"), rel=0.10)
 
 
 def test_plan_disk_on_the_command_line_prints_per_run_and_total_figures(repo_root):
@@ -57,7 +60,9 @@ def test_plan_disk_on_the_command_line_prints_per_run_and_total_figures(repo_roo
     assert [run["id"] for run in plan["runs"]] == ["brainmri/full/code/seed0", "brainmri/full-nodiv/code/seed0"]
     # the demo keeps one snapshot per run: `full`'s trainable modules in fp32
     assert all(run["snapshots_written"] == 1 and 120e6 < run["snapshot_bytes"] < 125e6 for run in plan["runs"])
-    assert plan["totals"]["after_the_plan"] == plan["totals"]["snapshots"] + plan["totals"]["teacher_cache"]
+    totals = plan["totals"]
+    assert totals["after_the_plan"] == totals["snapshots"] + totals["teacher_cache"] + totals["ready_pixels"]
+    assert [pixels["dataset"] for pixels in plan["ready_pixels"]] == ["brainmri"]
     selected = subprocess.run([sys.executable, "-m", "pdd", "params", "plan", "--disk", "--table", "table4",
                                "--set", "data.datasets.brainmri.teacher_cache=false"], cwd=repo_root,
                               capture_output=True, text=True, timeout=600)

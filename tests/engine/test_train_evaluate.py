@@ -10,6 +10,7 @@ import filelock
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from pdd.config import RunSpec
 from pdd.engine.checkpoint import load_checkpoint
@@ -80,12 +81,15 @@ def test_train_and_evaluate_write_a_valid_run(baseline_run, engine_workspace):
 
 def test_teacher_cache_changes_no_loss(baseline_run, engine_workspace, tmp_path):
     baseline = baseline_run["run_dir"]
-    cache_entries = list((engine_workspace.root / "cache").rglob("*.pt"))
-    assert len(cache_entries) == 16, "one cached entry per train and test image"
+    cached_images = set()
+    for shard in (engine_workspace.root / "cache" / "teacher_features").rglob("shard-*.safetensors"):
+        with safe_open(str(shard), framework="pt") as handle:
+            cached_images.update(json.loads(handle.metadata()["images"]))
+    assert len(cached_images) == 16, "the features of every train and test image, in shards"
     params = engine_workspace.params("train.teacher_cache=false", f"paths.cache={tmp_path / 'unused'}",
                                      "train.eval_every=5")  # evaluations do not change losses: skip epoch 1's
     train_run(params, SPEC, tmp_path / "uncached", params_file=engine_workspace.params_file, progress=False)
-    assert not (tmp_path / "unused").exists()
+    assert not (tmp_path / "unused" / "teacher_features").exists()  # only the ready pixels went there
     uncached, cached = _losses(tmp_path / "uncached"), _losses(baseline)
     assert uncached.keys() == cached.keys()
     for name in cached:

@@ -22,8 +22,11 @@ from pdd.models.state import load_snapshot
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 PDD = [sys.executable, "-m", "pdd"]
-# 8 training images in batches of 4: the 13th image read is in epoch 2's second batch
-MID_EPOCH_2 = {"at": "open", "match": "train/good/", "nth": 13}
+# 8 training images in batches of 4: dvclive writes its metrics.json after every step, the 3rd time after
+# epoch 2's first step (images are read once, into the ready pixels, before epoch 1)
+MID_EPOCH_2 = {"at": "open", "match": "dvclive/metrics.json", "writing": True, "nth": 3}
+# epoch 1's second batch of teacher features: its shard complete under a temporary name, not yet renamed
+INSIDE_SHARD_WRITE = {"at": "replace", "match": "/shard-", "nth": 2}
 # in a process resumed after epoch 1, the last epoch's write: its weights snapshot (temp file complete)
 FINAL_SNAPSHOT = "epoch_002.safetensors"
 INSIDE_CHECKPOINT_WRITE = {"at": "replace", "match": FINAL_SNAPSHOT, "nth": 1}
@@ -52,8 +55,14 @@ def _losses(run_dir: Path) -> dict[str, list[list[str]]]:
 
 def test_killed_and_disk_full_runs_resume_to_the_same_metrics(workspace, baseline_run, procs, tmp_path):
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
-    train = [*PDD, *workspace.train_args(run_dir)]
-    resume = [*PDD, *workspace.train_args(run_dir, resume=True)]
+    own_cache = f"paths.cache={tmp_path / 'cache'}"  # the session's cache has every image's features already
+    train = [*PDD, *workspace.train_args(run_dir, own_cache)]
+    resume = [*PDD, *workspace.train_args(run_dir, own_cache, resume=True)]
+
+    killed = procs.kill_at_fault(train, INSIDE_SHARD_WRITE, marker)
+    assert killed.returncode == -9 and not (run_dir / "checkpoints" / "last.pt").exists()
+    [cache] = (tmp_path / "cache" / "teacher_features").glob("*/key.json")
+    assert list(cache.parent.glob(".shard-*.tmp")), "the kill landed inside the write; the next run never reads it"
 
     killed = procs.kill_at_fault(train, MID_EPOCH_2, marker)
     assert killed.returncode == -9
@@ -62,7 +71,7 @@ def test_killed_and_disk_full_runs_resume_to_the_same_metrics(workspace, baselin
     _as_if_saved_on_two_gpus(run_dir / "checkpoints" / "last.pt")
     unfinished = procs.run_pdd(*workspace.evaluate_args(run_dir))
     assert unfinished.returncode == 2 and "finished 1 of 2 epochs" in unfinished.stderr, unfinished.stderr[-3000:]
-    not_resumed = procs.run_pdd(*workspace.train_args(run_dir))
+    not_resumed = procs.run_pdd(*workspace.train_args(run_dir, own_cache))
     assert not_resumed.returncode == 2 and "--resume" in not_resumed.stderr, not_resumed.stderr[-3000:]
 
     full = procs.run(resume, faults=[DISK_FULL_AT_CHECKPOINT])
