@@ -10,15 +10,15 @@ from torch.utils.data import DataLoader
 
 from pdd.data.dataset import PreparedDataset
 from pdd.engine import evaluate, runs
-from pdd.engine.checkpoint import load_snapshot
 from pdd.engine.results import read_epoch_evaluation, read_metrics
 from pdd.engine.rundir import RunDir
+from pdd.models.state import load_snapshot, load_trainable_state
 
 
 def _scored_alone(model, context, epoch, scorings):
     """Scores of one snapshot the earlier way: images decoded, one students' pass per scoring (the teacher cache is
     bit-identical to the teachers: tests/engine/test_teacher_cache.py)."""
-    runs.load_trainable_state(model, load_snapshot(context.dir.snapshot(epoch))[0])
+    load_trainable_state(model, load_snapshot(context.dir.snapshot(epoch))[0])
     dataset = PreparedDataset(context.prepared_root(), "test", context.params.data.image_size)
     cache, scores = context.teacher_cache(model), {s: [] for s in scorings}
     with torch.no_grad():
