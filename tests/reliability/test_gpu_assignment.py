@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.reliability
 
-# just after run.json is written: the first teacher-cache entry of the first batch (each run has its own cache)
+# after run.json is written: the first checkpoint's write, at the end of epoch 1 (its temporary `.last.pt.*.tmp`)
 AFTER_RECORD = {"at": "open", "match": ".pt.", "writing": True, "nth": 1}
 # just after the GPU is claimed: the run directory's lock is taken next (the GPU's own lock file is opened before)
 AFTER_CLAIM = {"at": "open", "match": "third/.lock", "nth": 1}
