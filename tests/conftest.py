@@ -21,6 +21,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The suite's longest files (`schedule_first`), then files with `slow` tests, then the rest, each file's
+    tests in their own order: `make test` hands whole files to its xdist workers in collection order, and a long
+    file handed out last would run alone while the other worker idles."""
+    first = {item.path for item in items if item.get_closest_marker("schedule_first")}
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (item.path not in first, item.path not in slow))
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -7,8 +7,10 @@ multiprocessing's forkserver imports them once; each command is then a fork of i
 `python -m pdd` except for those modules being loaded already.
 
 What only takes effect when an interpreter starts cannot be given to a fork: a fault injector on
-PYTHONPATH (sitecustomize), OMP_NUM_THREADS, CUDA_VISIBLE_DEVICES, a launcher such as torchrun. Commands
-that need one run as real subprocesses (`run_pdd` decides).
+PYTHONPATH (sitecustomize), CUDA_VISIBLE_DEVICES, a launcher such as torchrun. Commands that need one run as
+real subprocesses (`run_pdd` decides). OMP_NUM_THREADS is the exception: the fork sets torch's thread count
+to it (`torch.set_num_threads`, the same count of the same pool, so the same CPU numerics; the reliability
+tests compare forked and fresh runs bit for bit).
 """
 
 from __future__ import annotations
@@ -25,8 +27,7 @@ from pathlib import Path
 from typing import Mapping
 
 # read when an interpreter (or torch, or CUDA) starts: a fork would silently ignore them
-STARTUP_ENVIRONMENT = ("PYTHONPATH", "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
-                       "TRITON_INTERPRET")
+STARTUP_ENVIRONMENT = ("PYTHONPATH", "PYTHONHASHSEED", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "TRITON_INTERPRET")
 PRELOAD = ("pdd.cli", "pdd.config.cli", "pdd.data.cli", "pdd.engine.cli", "pdd.engine.train", "pdd.engine.evaluate",
            "pdd.inference.cli", "pdd.models.cli", "pdd.models.torch_model", "pdd.reporting.cli", "timm")
 
@@ -62,6 +63,10 @@ def _run_cli(args: list[str], stdout: str, stderr: str, cwd: str, env: dict[str,
     """The forked process: its own working directory, environment and output files, then `pdd.cli.main`."""
     os.chdir(cwd)
     os.environ.update(env)
+    if "OMP_NUM_THREADS" in env:
+        import torch
+
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     for fd, path in ((1, stdout), (2, stderr)):
         os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
     sys.stdout, sys.stderr = (open(fd, "w", closefd=False, encoding="utf-8") for fd in (1, 2))

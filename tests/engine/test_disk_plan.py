@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from pdd.config import RunSpec
 from pdd.engine.disk import plan_disk
+from tests.processes import run_pdd
 
 pytestmark = pytest.mark.slow
 SPEC = RunSpec("headct", "full", "code", 0)
@@ -53,8 +52,7 @@ def test_the_disk_plan_matches_a_real_run_within_ten_percent(engine_workspace, t
 
 
 def test_plan_disk_on_the_command_line_prints_per_run_and_total_figures(repo_root):
-    result = subprocess.run([sys.executable, "-m", "pdd", "params", "plan", "--disk", "--json", "--table", "table4",
-                             "--profile", "demo"], cwd=repo_root, capture_output=True, text=True, timeout=600)
+    result = run_pdd(["params", "plan", "--disk", "--json", "--table", "table4", "--profile", "demo"], cwd=repo_root)
     assert result.returncode == 0, result.stderr[-3000:]
     plan = json.loads(result.stdout)
     assert [run["id"] for run in plan["runs"]] == ["brainmri/full/code/seed0", "brainmri/full-nodiv/code/seed0"]
@@ -63,9 +61,8 @@ def test_plan_disk_on_the_command_line_prints_per_run_and_total_figures(repo_roo
     totals = plan["totals"]
     assert totals["after_the_plan"] == totals["snapshots"] + totals["teacher_cache"] + totals["ready_pixels"]
     assert [pixels["dataset"] for pixels in plan["ready_pixels"]] == ["brainmri"]
-    selected = subprocess.run([sys.executable, "-m", "pdd", "params", "plan", "--disk", "--table", "table4",
-                               "--set", "data.datasets.brainmri.teacher_cache=false"], cwd=repo_root,
-                              capture_output=True, text=True, timeout=600)
+    selected = run_pdd(["params", "plan", "--disk", "--table", "table4",
+                        "--set", "data.datasets.brainmri.teacher_cache=false"], cwd=repo_root)
     assert selected.returncode == 0 and "brainmri (wrn50.racm_in1k+vmamba)" not in selected.stdout
     assert "after the plan completes" in selected.stdout
 

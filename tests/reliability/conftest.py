@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import run_pdd
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FAULTS_DIR = Path(__file__).resolve().parent / "faults"  # sitecustomize.py: the fault injector
 PDD = (sys.executable, "-m", "pdd")
@@ -52,8 +54,11 @@ class Processes:
         return subprocess.run(command, cwd=cwd, env=pdd_env(faults), capture_output=True, text=True, timeout=timeout)
 
     def run_pdd(self, *args: str, faults: list[dict] | None = None) -> subprocess.CompletedProcess:
-        """`pdd ARGS` in a fresh interpreter, as a user or a workflow job runs it."""
-        return self.run([*PDD, *args], faults)
+        """`pdd ARGS` in a fresh process, as a user or a workflow job runs it: a new interpreter when faults are
+        armed (the injector loads at start-up), else a fork of the preloaded server (`tests.processes`)."""
+        if faults:
+            return self.run([*PDD, *args], faults)
+        return run_pdd(list(args), cwd=REPO_ROOT, env=pdd_env())
 
     @staticmethod
     def start_paused(command: list[str], fault: dict, marker: Path, cwd: Path = REPO_ROOT,

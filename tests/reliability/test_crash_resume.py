@@ -19,7 +19,7 @@ from pdd.engine.checkpoint import load_checkpoint
 from pdd.engine.results import read_metrics
 from pdd.models.state import load_snapshot
 
-pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.schedule_first]
 
 PDD = [sys.executable, "-m", "pdd"]
 # 8 training images in batches of 4: dvclive writes its metrics.json after every step, the 3rd time after
@@ -88,7 +88,7 @@ def test_killed_and_disk_full_runs_resume_to_the_same_metrics(workspace, baselin
     assert list((run_dir / "snapshots").glob(f".{FINAL_SNAPSHOT}.*.tmp")), "the kill landed inside the write"
     _assert_final_names_are_whole(run_dir)
 
-    finished = procs.run(resume)
+    finished = procs.run_pdd(*workspace.train_args(run_dir, own_cache, resume=True))
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert not list(run_dir.rglob(".*.tmp")), "the resumed run removes the orphaned temporary"
     assert (run_dir / "trained.json").is_file() and not (run_dir / "checkpoints" / "last.pt").exists()
