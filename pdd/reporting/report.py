@@ -660,11 +660,15 @@ def _context(report: ReplicationReport, settings: ReportSettings) -> dict[str, A
 
 
 def forest_rows(report: ReplicationReport) -> list[ForestRow]:
+    """One row per cell, labelled by table, row, column and metric; the column only where a table has several
+    (Tables 1-2: PDD and the RD4AD re-run; Tables 3-5's only column is PDD, their rows name the variant)."""
+    columns = {table: {cell.column for cell in report.cells if cell.table == table}
+               for table in {cell.table for cell in report.cells}}
     rows = []
     for cell in report.cells:
         low, high = cell.delta_interval
-        label = f"T{cell.table.removeprefix('table')} {cell.row} {cell.column if cell.column != 'PDD' else ''} " \
-                f"{METRIC_LABELS[cell.metric]}"
+        column = cell.column if len(columns[cell.table]) > 1 else ""
+        label = f"T{cell.table.removeprefix('table')} {cell.row} {column} {METRIC_LABELS[cell.metric]}"
         rows.append(ForestRow(" ".join(label.split()), cell.delta, low, high, cell.verdict))
     return rows
 

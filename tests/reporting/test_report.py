@@ -14,7 +14,7 @@ import pytest
 from pdd.cli import main
 from pdd.config import load_params
 from pdd.errors import DataError
-from pdd.reporting.report import FOREST_STEM, REPORT_STEM, build_report, render_report, selection_rows
+from pdd.reporting.report import FOREST_STEM, REPORT_STEM, build_report, forest_rows, render_report, selection_rows
 from pdd.reporting.results import ResultsIndex, Run
 from pdd.reporting.tables import DEMO_BANNER, TABLES, ReportSettings, build_table
 from pdd.reporting.uncertainty import UncertaintySettings
@@ -84,6 +84,14 @@ def test_pdd_against_the_rd4ad_rerun_with_a_known_truth_and_the_paper_margin_bes
         row = {"headct": "HeadCT", "zhanglab": "ZhangLab", "brainmri": "BrainMRI", "chexpert": "CheXpert"}.get(
             margin.result.claim.paper_margin.row, margin.result.claim.paper_margin.row)
         assert margin.result.estimate == pytest.approx(cells[("PDD", row)] - cells[("RD4AD (re-run)", row)])
+
+
+def test_forest_rows_name_the_method_where_a_table_has_two(report):
+    """Tables 1-2 set PDD beside the RD4AD re-run: each row names its method; Table 3's rows are variants of PDD."""
+    labels = [row.label for row in forest_rows(report)]
+    assert len(labels) == len(report.cells) == len(set(labels))
+    assert {"T1 HeadCT PDD AUROC", "T1 HeadCT RD4AD (re-run) AUROC", "T2 brain PDD AP"} <= set(labels)
+    assert "T3 M1 AUROC" in labels and not any(label.startswith("T3") and "PDD" in label for label in labels)
 
 
 def test_selection_optimism_is_best_minus_last_with_the_choice_resampled(report, simulated_results):
