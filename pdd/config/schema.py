@@ -160,20 +160,21 @@ class _ModelOptionsSection(_Section):
         return self.model_dump(exclude_none=True)
 
 
+def _all_optional(name: str, base: type[_Section], doc: str, hints: dict[str, Any]) -> type[_Section]:
+    """A section generated from another declaration's field types, each optional (None: the other's value), so
+    that the types and ranges are declared once."""
+    return create_model(name, __base__=base, __doc__=doc, **{key: (hint | None, None) for key, hint in hints.items()})
+
+
 def _params_hint(hint: Any) -> Any:
-    """An option's type as params.yaml holds it: an enum by its plain value, optional (None: the default)."""
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        hint = values_literal(hint)
-    return hint | None
+    """An option's type as params.yaml holds it: an enum by its plain value."""
+    return values_literal(hint) if isinstance(hint, type) and issubclass(hint, enum.Enum) else hint
 
 
-# Generated from PDDOptions' tunable fields, so their types and ranges are declared once (docs/model.md)
-ModelOptions = create_model(
-    "ModelOptions",
-    __base__=_ModelOptionsSection,
-    __doc__="Options forwarded to `pdd.models.build_pdd`; None leaves the model's own default.",
-    **{name: (_params_hint(hint), None) for name, hint in PDDOptions.tunable_fields().items()},
-)
+# Generated from PDDOptions' tunable fields (docs/model.md)
+ModelOptions = _all_optional(
+    "ModelOptions", _ModelOptionsSection, "Options forwarded to `pdd.models.build_pdd`; None leaves the model's own "
+    "default.", {name: _params_hint(hint) for name, hint in PDDOptions.tunable_fields().items()})
 
 
 class ModelParams(_Section):
@@ -229,19 +230,15 @@ class TrainParams(_Section):
         return tuple(key for key in SCHEDULE_PARAMETERS if key not in SCHEDULE_KEYS[self.schedule])
 
 
-def _optional(field: Any) -> Any:
-    """A pydantic field's type with its constraints, or None."""
-    hint = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-    return hint | None
+def _constrained(field: Any) -> Any:
+    """A pydantic field's type with its constraints."""
+    return Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
 
 
 # Generated from TrainParams, so that a variant's recipe has exactly the global recipe's types and ranges
-RecipeOverrides = create_model(
-    "RecipeOverrides",
-    __base__=_Section,
-    __doc__="A variant's own training recipe (`variants.<name>.train`); None keeps the global `train` value.",
-    **{name: (_optional(TrainParams.model_fields[name]), None) for name in RECIPE_KEYS},
-)
+RecipeOverrides = _all_optional(
+    "RecipeOverrides", _Section, "A variant's own training recipe (`variants.<name>.train`); None keeps the global "
+    "`train` value.", {name: _constrained(TrainParams.model_fields[name]) for name in RECIPE_KEYS})
 
 
 class VariantTeachers(_Section):
