@@ -14,9 +14,36 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def cosine_distance_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """B x H x W map of 1 - cos between the channel vectors of `a` and `b` at each position."""
-    return 1.0 - F.cosine_similarity(a, b, dim=1, eps=1e-8)
+COSINE_EPS = 1e-8  # F.cosine_similarity's default, what the authors' maps use
+
+
+def channel_units(x: torch.Tensor) -> torch.Tensor:
+    """`x`'s channel vectors divided by their L2 norms (clamped to COSINE_EPS): the first half of
+    `F.cosine_similarity(dim=1)`, in its own operations and order (ATen's Distance.cpp), so that a map made from
+    two of these is bit-identical to it (tests/models/test_pdd_anomaly_map.py checks that against torch)."""
+    return x / torch.linalg.vector_norm(x, 2, dim=1, keepdim=True).clamp_min(COSINE_EPS)
+
+
+class ChannelUnits:
+    """`channel_units` of each feature map, computed once however many pairs the map is in: `ts` compares both
+    students with the same targets, and `ss` compares the same two students again, so 9 normalisations serve
+    the 18 sides of `full`'s two scorings. Maps are recognised by identity and held while the memo lives."""
+
+    def __init__(self) -> None:
+        self._units: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        held = self._units.get(id(x))
+        if held is None:
+            held = self._units[id(x)] = (x, channel_units(x))
+        return held[1]
+
+
+def cosine_distance_map(a: torch.Tensor, b: torch.Tensor, units: ChannelUnits | None = None) -> torch.Tensor:
+    """B x H x W map of 1 - cos between the channel vectors of `a` and `b` at each position; equal, bit for bit,
+    to `1 - F.cosine_similarity(a, b, dim=1, eps=1e-8)`. `units` shares the normalisations between calls."""
+    units = units if units is not None else ChannelUnits()
+    return 1.0 - (units(a) * units(b)).sum(dim=1)
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
@@ -61,11 +88,15 @@ class AnomalyMapGenerator(nn.Module):
         self.blur = GaussianBlur(sigma, truncate)
 
     def forward(
-        self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], image_size: tuple[int, int]
+        self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], image_size: tuple[int, int],
+        units: ChannelUnits | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The smoothed maps and image scores of `pairs`; `units` shares the maps' normalisations with other
+        calls on the same feature maps (another scoring)."""
+        units = units if units is not None else ChannelUnits()
         total = None
         for student, reference in pairs:
-            distance = cosine_distance_map(student, reference).unsqueeze(1)
+            distance = cosine_distance_map(student, reference, units).unsqueeze(1)
             distance = F.interpolate(distance, size=image_size, mode="bilinear", align_corners=True).squeeze(1)
             total = distance if total is None else total + distance
         if total is None:

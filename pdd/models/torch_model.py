@@ -23,7 +23,7 @@ from torch import nn
 
 from pdd.errors import ConfigError
 from pdd.models.adapters import ManifoldPriorAffine, TeacherFusion
-from pdd.models.anomaly_map import AnomalyMapGenerator
+from pdd.models.anomaly_map import AnomalyMapGenerator, ChannelUnits
 from pdd.models.decoder import (
     PDD_STUDENT_BLOCKS,
     RD4AD_STUDENT_BLOCKS,
@@ -161,6 +161,7 @@ class PDDModel(nn.Module):
             features = self.teacher_features(x)
         image_size = tuple(x.shape[-2:]) if x is not None else tuple(4 * s for s in features["R1"].shape[-2:])
         outputs = self.distill(features)
+        units = ChannelUnits()  # each map normalised once for every pair and scoring it is in
         results = {}
         for scoring in scorings:
             if scoring == Scoring.TS:
@@ -171,7 +172,7 @@ class PDDModel(nn.Module):
                 ]
             else:
                 pairs = list(zip(outputs.students["prior"], outputs.students["plain"], strict=True))
-            results[scoring] = self.anomaly_maps(pairs, image_size)
+            results[scoring] = self.anomaly_maps(pairs, image_size, units)
         return results
 
     def teacher_fingerprint(self) -> dict[str, Any]:

@@ -7,7 +7,9 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from pdd.models.anomaly_map import AnomalyMapGenerator, GaussianBlur, cosine_distance_map
+import torch.nn.functional as F
+
+from pdd.models.anomaly_map import AnomalyMapGenerator, ChannelUnits, GaussianBlur, cosine_distance_map
 
 
 @pytest.mark.parametrize("shape", [(2, 64, 64), (1, 37, 50), (1, 9, 13), (1, 1, 5)])
@@ -27,6 +29,25 @@ def test_cosine_distance_map_per_position():
     an, bn = a.numpy(), b.numpy()
     expected = 1 - (an * bn).sum(1) / (np.linalg.norm(an, axis=1) * np.linalg.norm(bn, axis=1))
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("layouts", [("nchw", "nchw"), ("channels_last", "channels_last"), ("channels_last", "nchw")])
+def test_cosine_distance_map_is_torchs_cosine_bit_for_bit_with_shared_normalisations(layouts):
+    """The maps normalise each feature map once for all its pairs (ts, ss); every map must still be exactly
+    1 - F.cosine_similarity, the authors' call, in every layout the models produce and with all-zero vectors
+    (where the norm is clamped to eps)."""
+    gen = torch.Generator().manual_seed(7)
+    shape = (3, 96, 17, 13)
+    maps = [torch.randn(shape, generator=gen) * scale for scale in (1.0, 3e-3, 40.0)]
+    maps[1][:, :, 2:4, 5] = 0.0
+    maps[2][0, :, 0, 0] = 0.0
+    maps = [m.contiguous(memory_format=torch.channels_last) if layouts[i % 2] == "channels_last" else m
+            for i, m in enumerate(maps)]
+    units = ChannelUnits()
+    for a, b in [(maps[0], maps[1]), (maps[2], maps[1]), (maps[0], maps[2]), (maps[1], maps[1])]:
+        expected = 1.0 - F.cosine_similarity(a, b, dim=1, eps=1e-8)
+        assert torch.equal(cosine_distance_map(a, b, units), expected)
+        assert torch.equal(cosine_distance_map(a, b), expected)
 
 
 def test_map_is_zero_for_identical_features_and_peaks_at_a_disagreement():
