@@ -11,8 +11,14 @@ the weights' values), then `pdd evaluate` of its snapshots. Each command's peak 
 process and its children); the disk is what each part leaves under --out. It only calls the CLI, so the same
 file measures an older checkout: ``--repo`` runs that checkout's `pdd` (its params.yaml, its code).
 
-Writes ``<out>/headct_paper_recipe.json`` (commands, seconds, peak RSS, bytes, the load averages, the commit)
-and prints a table. On 2 quiet cores the issue's targets are: training + evaluation ≤ 45 min, evaluation ≤ 3 min.
+Before and after, the `full` training step alone is timed in a fresh process with this checkout's code (as
+`--only train` times it: 256², batch 10, settled heap): the machine's speed at the time. A shared machine's speed
+drifts by tens of percent between hours (the same step: 2.08 img/s one morning, 3.22 and 1.92 later the same
+day), and the wall times below move with it; the training's img/s over the step's says what the run added.
+
+Writes ``<out>/headct_paper_recipe.json`` (commands, seconds, peak RSS, bytes, the load averages, the step's
+speed, the commit) and prints a table. On 2 quiet cores the issue's targets are: training + evaluation ≤ 45 min,
+evaluation ≤ 3 min.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+HEADCT_TRAIN_IMAGES = 60  # the registry's split: 60 normal training images
 
 
 def run_measured(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> dict[str, Any]:
@@ -42,6 +49,21 @@ def run_measured(command: list[str], cwd: Path, env: dict[str, str], log: Path) 
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}); see {log}")
     return {"command": command, "wall_s": round(seconds, 1), "peak_rss_bytes": usage.ru_maxrss * 1024,
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "log": str(log)}
+
+
+STEP_PROBE = """
+import json
+from benchmarks.bench_train import PARAMS_FILE, measure, pdd_step
+from pdd.config import load_params
+print(json.dumps(measure(pdd_step("engine", 10, 256, load_params(PARAMS_FILE).train), 10, 3)["images_per_s"]))
+"""
+
+
+def step_alone_images_per_s() -> float:
+    """img/s of the `full` training step alone (this checkout, 256², batch 10, settled heap), in a fresh process."""
+    probe = subprocess.run([sys.executable, "-c", STEP_PROBE], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                           capture_output=True, text=True, check=True)
+    return round(float(probe.stdout.strip().splitlines()[-1]), 3)
 
 
 def _load() -> list[float]:
@@ -76,6 +98,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     report: dict[str, Any] = {"repo": str(repo), "commit": commit, "settings": sets, "cpus": os.cpu_count(),
                               "load_average_start": _load(), "steps": {}}
+    print("the step alone (the machine's speed now) ...", flush=True)
+    report["step_alone_images_per_s_start"] = step_alone_images_per_s()
     steps = {
         "prepare": [*pdd, "data", "prepare", "headct", "--raw", str(args.raw.resolve()), "--out",
                     str(out / "prepared" / "headct"), "--seed", "0"],
@@ -89,6 +113,9 @@ def main() -> None:
         print(f"  {report['steps'][name]['wall_s']:.0f} s, peak RSS "
               f"{report['steps'][name]['peak_rss_bytes'] / 2**30:.2f} GiB", flush=True)
     report["load_average_end"] = _load()
+    report["step_alone_images_per_s_end"] = step_alone_images_per_s()
+    images = args.epochs * HEADCT_TRAIN_IMAGES
+    report["train_images_per_s"] = round(images / report["steps"]["train"]["wall_s"], 3)
     report["disk_bytes"] = {
         "prepared": tree_bytes(out / "prepared"), "teacher_cache": tree_bytes(out / "cache" / "teacher_features"),
         "ready_pixels": tree_bytes(out / "cache" / "pixels"), "run": tree_bytes(run_dir),
@@ -106,6 +133,10 @@ def main() -> None:
         print(f"| {name} | {step['wall_s'] / 60:.1f} min ({step['wall_s']:.0f} s) | "
               f"{step['peak_rss_bytes'] / 2**30:.2f} GiB |")
     print(f"| train + evaluate | {total / 60:.1f} min | |")
+    step_speed = (report["step_alone_images_per_s_start"], report["step_alone_images_per_s_end"])
+    print(f"the step alone before / after: {step_speed[0]:.2f} / {step_speed[1]:.2f} img/s; training (first epoch and "
+          f"checkpoints included) {report['train_images_per_s']:.2f} img/s, "
+          f"{report['train_images_per_s'] / (sum(step_speed) / 2):.2f}x their mean")
     print("disk: " + ", ".join(f"{name} {size / 1e6:.0f} MB" for name, size in report["disk_bytes"].items()))
     print(f"wrote {out / 'headct_paper_recipe.json'}")
 
