@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter
-
 import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
 
 from pdd.models.anomaly_map import AnomalyMapGenerator, ChannelUnits, GaussianBlur, cosine_distance_map
 
